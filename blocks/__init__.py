@@ -1,0 +1,9 @@
+"""Prefect blocks: configuration and credentials, and the client factories built from them.
+
+Register them with ``prefect block register -m blocks`` from the repository root.
+"""
+
+from blocks.postgres import PostgresDatabase
+from blocks.repository import AzureBackupRepository, LocalBackupRepository
+
+__all__ = ["AzureBackupRepository", "LocalBackupRepository", "PostgresDatabase"]

@@ -1,0 +1,426 @@
+"""The ``dr`` command line: backups, restores, listings and the local drill.
+
+Exit codes: 0 success; 2 bad input (nothing was changed); 1 an operation that failed.
+Errors are one line on stderr; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from dr_runbooks import progress
+from dr_runbooks.config import Config, load_config
+from dr_runbooks.errors import BadInput, DRError
+from dr_runbooks.report import human_duration
+from dr_runbooks.secrets import install_log_redaction, redact
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Disaster-recovery runbooks: back up, verify, restore, drill.",
+)
+backup_app = typer.Typer(no_args_is_help=True, help="Take a backup now.")
+restore_app = typer.Typer(no_args_is_help=True, help="Restore from a backup (destructive).")
+backups_app = typer.Typer(no_args_is_help=True, help="Inspect the backups in a repository.")
+app.add_typer(backup_app, name="backup")
+app.add_typer(restore_app, name="restore")
+app.add_typer(backups_app, name="backups")
+
+err = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+_CLI_DSN = "DR_CLI_DSN"
+
+
+@dataclass
+class Options:
+    debug: bool = False
+    config: str | None = None
+
+
+opts = Options()
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Prefect's logs."),
+    config: str | None = typer.Option(None, "--config", envvar="DR_CONFIG", help="dr.yaml to use."),
+) -> None:
+    opts.debug = debug
+    opts.config = config
+
+
+def main() -> None:
+    """Entry point: run the app, turning our errors into one line and an exit code."""
+    install_log_redaction()
+    opts.debug = "--debug" in sys.argv[1:]
+    _prepare_prefect()
+    try:
+        app(standalone_mode=False)
+    except DRError as exc:
+        _fail(exc, exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(1)
+    except (typer.BadParameter, typer.Exit) as exc:  # pragma: no cover - click handles these
+        raise exc
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        _fail(exc, 1)
+
+
+def _fail(exc: BaseException, code: int) -> None:
+    if opts.debug:
+        import traceback
+
+        err.print(redact("".join(traceback.format_exception(exc))), markup=False, highlight=False)
+    message = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+    err.print(f"error: {message}", markup=False, highlight=False, style="red")
+    sys.exit(code)
+
+
+def _config() -> Config:
+    return load_config(opts.config)
+
+
+# -- running flows ------------------------------------------------------------------------------
+
+
+def _prepare_prefect() -> None:
+    """Make Prefect usable offline: a temporary local server when none is configured or the
+    configured one does not answer (a disaster may have taken it)."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(api.rstrip("/") + "/health", timeout=3).close()
+        except Exception:
+            err.print(
+                f"Prefect API {api} does not answer; running with a temporary local server",
+                style="yellow",
+            )
+            os.environ.pop("PREFECT_API_URL")
+    if not opts.debug:
+        # Quiet the console only; the run's logs still reach the Prefect API at INFO.
+        for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+            os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "WARNING")
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    bars = Progress(
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    ids: dict[str, TaskID] = {}
+
+    def listener(step: str, done: int, total: int | None) -> None:
+        if step not in ids:
+            ids[step] = bars.add_task(step, total=total)
+        bars.update(ids[step], completed=done, total=total)
+
+    with bars, progress.listening(listener):
+        yield
+
+
+def _run(call: Callable[[], T], json_output: bool, status: str) -> T:
+    install_log_redaction()
+    spinner = err.status(status) if not json_output else nullcontext()
+    with _progress_bars(not json_output), spinner:
+        return call()
+
+
+def _emit(data: Any, json_output: bool) -> None:
+    if json_output:
+        print(json.dumps(data, indent=2, default=str))
+
+
+def _connection(dsn: str | None) -> str | None:
+    """Hand an ad-hoc DSN to the flow through the environment, never as a parameter."""
+    if dsn is None:
+        return None
+    from dr_runbooks.pgconn import ConnInfo
+
+    ConnInfo.from_dsn(dsn)  # a malformed DSN is bad input, reported before anything starts
+    os.environ[_CLI_DSN] = dsn
+    return f"env:{_CLI_DSN}"
+
+
+SystemOpt = typer.Option(None, "--system", "-s", help="Protected system from dr.yaml.")
+DsnOpt = typer.Option(
+    None,
+    "--dsn",
+    envvar="DR_DSN",
+    help="Ad-hoc connection (prefer the DR_DSN variable: argv is visible to ps).",
+)
+DatabaseOpt = typer.Option(None, "--database", "-d", help="Database name.")
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+# -- backup ---------------------------------------------------------------------------------------
+
+
+@backup_app.command("postgres")
+def backup_postgres_cmd(
+    system: str | None = SystemOpt,
+    dsn: str | None = DsnOpt,
+    database: str | None = DatabaseOpt,
+    repo: list[str] = typer.Option(
+        [],
+        "--repo",
+        "-r",
+        help="Repository: dr.yaml name, directory, container URL or block name (repeatable).",
+    ),
+    kind: str = typer.Option("manual", help="Recorded in the manifest."),
+    no_retention: bool = typer.Option(False, "--no-retention", help="Skip retention."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Back up PostgreSQL databases now."""
+    from dr_runbooks.resolve import resolve_target
+
+    connection = _connection(dsn)
+    target = resolve_target(_config(), system, connection, database, repo or None)
+    from flows.backup_postgres import backup_postgres
+
+    results = _run(
+        lambda: backup_postgres(
+            system=target.system,
+            database=database,
+            connection=connection,
+            repositories=repo or None,
+            kind=kind,
+            retention=not no_retention,
+            config_path=opts.config,
+        ),
+        json_output,
+        f"backing up {target.system}",
+    )
+    if json_output:
+        _emit(results, True)
+        return
+    for r in results:
+        out.print(
+            f"[green]backup {r['backup_id']}[/] of {r['database']}: {r['size']:,} bytes "
+            f"({r['raw_size']:,} before compression), {r['tables']} tables, "
+            f"{r['rows']:,} rows → {r['repositories']}"
+        )
+        for pruned in r["retention"]:
+            gone = pruned.get("deleted") or pruned.get("would_delete") or []
+            if gone:
+                out.print(f"  retention in {pruned['repository']}: deleted {', '.join(gone)}")
+
+
+# -- restore --------------------------------------------------------------------------------------
+
+
+@restore_app.command("postgres")
+def restore_postgres_cmd(
+    system: str | None = SystemOpt,
+    dsn: str | None = DsnOpt,
+    database: str | None = DatabaseOpt,
+    repo: str | None = typer.Option(None, "--repo", "-r", help="Repository to restore from."),
+    backup_id: str | None = typer.Option(None, "--backup-id", help="Restore this backup."),
+    before: str | None = typer.Option(
+        None, "--before", help="Latest backup before TIME (ISO 8601, UTC default)."
+    ),
+    checks: str | None = typer.Option(None, "--checks", help="SQL checks file."),
+    health_url: str | None = typer.Option(None, "--health-url", help="Poll until healthy."),
+    drop_old: bool = typer.Option(False, "--drop-old", help="Drop the replaced database."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Restore a PostgreSQL database (Scenario 1: database failure)."""
+    from dr_runbooks.repository import parse_time
+    from dr_runbooks.resolve import resolve_target
+
+    cutoff = parse_time(before) if before else None
+    if backup_id and cutoff:
+        raise BadInput("give --backup-id or --before, not both")
+    if checks and not os.path.isfile(checks):
+        raise BadInput(f"checks file not found: {checks}")
+    connection = _connection(dsn)
+    target = resolve_target(_config(), system, connection, database, [repo] if repo else None)
+    name = target.databases[0]
+    backup = target.primary.find(
+        "postgres", target.system, name, backup_id=backup_id, before=cutoff
+    )
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise BadInput("restore replaces a database: confirm on a terminal or pass --yes")
+        err.print(
+            f"Restore [bold]{name}[/] on {target.conninfo.describe()} from backup "
+            f"[bold]{backup.id}[/] (consistent point "
+            f"{backup.consistent_point:%Y-%m-%d %H:%M:%S} UTC)."
+            f" The current database is kept as {name}__pre_restore_<time>"
+            + (" and then dropped." if drop_old else ".")
+        )
+        if not typer.confirm("Proceed?", default=False, err=True):
+            raise typer.Abort()
+    from flows.database_failure import database_failure
+
+    result = _run(
+        lambda: database_failure(
+            system=target.system,
+            database=name,
+            connection=connection,
+            repository=repo,
+            backup_id=backup.id,
+            checks_file=checks,
+            health_url=health_url,
+            keep_old=not drop_old,
+            dry_run=dry_run,
+            approved=True,
+            config_path=opts.config,
+        ),
+        json_output,
+        f"restoring {name}",
+    )
+    if json_output:
+        _emit(result, True)
+        return
+    if result.get("dry_run"):
+        out.print(result["plan"])
+        return
+    table = Table("step", "seconds", "outcome", "detail", title=f"Restore of {name}")
+    for step in result["steps"]:
+        table.add_row(step["step"], f"{step['seconds']:.2f}", step["outcome"], step["detail"])
+    out.print(table)
+    out.print(
+        f"[green]restored[/] {name} from {result['backup_id']}: RTO achieved "
+        f"[bold]{human_duration(result['rto_seconds'])}[/] (objective "
+        f"{human_duration(result['rto_objective_seconds'])}); backup's consistent point "
+        f"{result['consistent_point']}"
+    )
+    if result["kept_old_database"]:
+        out.print(f"the previous database is kept as {result['kept_old_database']}")
+
+
+# -- listing --------------------------------------------------------------------------------------
+
+
+@backups_app.command("list")
+def backups_list_cmd(
+    system: str | None = SystemOpt,
+    repo: str | None = typer.Option(None, "--repo", "-r", help="Repository to list."),
+    engine: str = typer.Option("postgres", help="postgres or mongodb."),
+    database: str | None = DatabaseOpt,
+    json_output: bool = JsonOpt,
+) -> None:
+    """List complete backups, newest consistent point first."""
+    from dr_runbooks.resolve import repositories_for, repository_from_spec
+
+    config = _config()
+    if repo:
+        repos = [repository_from_spec(repo, config)]
+    elif system:
+        repos = repositories_for(config, config.system(system))
+    elif config.repositories:
+        repos = [repository_from_spec(name, config) for name in config.repositories]
+    else:
+        raise BadInput("name a repository (--repo) or a system (--system)")
+    rows = []
+    for repository in repos:
+        if not repository.store.exists():
+            if repo:
+                raise BadInput(f"repository does not exist: {repository.store.location}")
+            continue
+        for backup in repository.backups(engine, system, database):
+            rows.append({**backup.summary(), "repository": repository.name})
+    if json_output:
+        _emit(rows, True)
+        return
+    table = Table(
+        "id", "system", "database", "consistent point (UTC)", "size", "kind", "repository"
+    )
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["system"],
+            row["database"],
+            row["consistent_point"][:19].replace("T", " "),
+            f"{row['size']:,}",
+            row["kind"],
+            row["repository"],
+        )
+    out.print(table if rows else "no backups")
+
+
+# -- drill ----------------------------------------------------------------------------------------
+
+
+@app.command("drill")
+def drill_cmd(
+    rows: int = typer.Option(100_000, help="Rows in the seeded application database."),
+    workdir: str = typer.Option(".dr", help="Repository and reports go here."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """A local DR drill on embedded defaults: seed, back up, lose the database, recover."""
+    from flows.drill import local_drill
+
+    result = _run(lambda: local_drill(rows=rows, workdir=workdir), json_output, "running the drill")
+    if json_output:
+        _emit(result, True)
+    else:
+        table = Table("step", "seconds", "outcome", title="Recovery (database-failure runbook)")
+        for step in result["recovery_steps"]:
+            table.add_row(step["step"], f"{step['seconds']:.2f}", step["outcome"])
+        out.print(table)
+        verdict = "[green]VERIFIED[/]" if result["verified"] else "[red]NOT VERIFIED[/]"
+        out.print(f"recovery {verdict}")
+        out.print(
+            f"RTO achieved: [bold]{human_duration(result['rto_seconds'])}[/] (objective "
+            f"{human_duration(result['rto_objective_seconds'])})"
+        )
+        out.print(
+            f"RPO achieved: [bold]{human_duration(result['rpo_seconds'])}[/] (objective "
+            f"{human_duration(result['rpo_objective_seconds'])})"
+        )
+        out.print(
+            f"marker rows lost: {result['markers_lost']} of "
+            f"{result['markers_written_after_backup']} written after the backup"
+        )
+        out.print(f"report: {result['report']}")
+    if not result["verified"]:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,102 @@
+"""The errors dr-runbooks raises, in one place.
+
+::
+
+    DRError                      every error of ours; ``exit_code`` is what the CLI returns
+    ├── BadInput                 the caller asked for something that cannot be done (exit 2);
+    │   │                        nothing was changed
+    │   ├── ConfigError          dr.yaml, a block or an option is wrong or contradictory
+    │   ├── RepositoryNotFound   a repository (directory or container) that does not exist
+    │   ├── BackupNotFound       no backup with that id, or none before a time
+    │   └── InvalidArchive       a file that is not what it claims (a broken mongodump archive)
+    └── OperationFailed          something that should have worked did not (exit 1)
+        ├── ObjectNotFound       a store has no object under that key
+        ├── ChecksumMismatch     an object's bytes differ from its manifest
+        ├── DumpFailed           pg_dump / mongodump exited non-zero (its own message kept)
+        ├── RestoreFailed        pg_restore / the restore engine failed
+        ├── RestoreVerificationFailed  the restored data differs from the manifest
+        └── ConcurrentBackup     another backup of the same database is running
+
+Every message is one line a person can act on, and never contains a secret: the code that
+raises these passes DSNs and URIs through :func:`dr_runbooks.secrets.redact` first.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackupNotFound",
+    "BadInput",
+    "ChecksumMismatch",
+    "ConcurrentBackup",
+    "ConfigError",
+    "DRError",
+    "DumpFailed",
+    "InvalidArchive",
+    "ObjectNotFound",
+    "OperationFailed",
+    "RepositoryNotFound",
+    "RestoreFailed",
+    "RestoreVerificationFailed",
+]
+
+
+class DRError(Exception):
+    """Base of every error raised by dr-runbooks."""
+
+    exit_code = 1
+
+
+class BadInput(DRError):
+    """The request cannot be carried out as asked; nothing was changed."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInput):
+    """A configuration file, block or option is missing, malformed or contradictory."""
+
+
+class RepositoryNotFound(BadInput):
+    """The repository (a directory or a blob container) does not exist or cannot be reached."""
+
+
+class BackupNotFound(BadInput):
+    """No complete backup matches the request."""
+
+
+class InvalidArchive(BadInput):
+    """A dump or archive is malformed; it is refused before anything is restored from it."""
+
+
+class OperationFailed(DRError):
+    """An operation that should have worked failed."""
+
+    exit_code = 1
+
+
+class ObjectNotFound(OperationFailed):
+    """A store holds no object under the requested key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object not found: {key}")
+        self.key = key
+
+
+class ChecksumMismatch(OperationFailed):
+    """An object's size or sha256 differs from what its manifest records."""
+
+
+class DumpFailed(OperationFailed):
+    """The dump program failed; the message carries its exit status and stderr."""
+
+
+class RestoreFailed(OperationFailed):
+    """The restore program or engine failed."""
+
+
+class RestoreVerificationFailed(OperationFailed):
+    """The restored data does not match the manifest or a check failed."""
+
+
+class ConcurrentBackup(OperationFailed):
+    """Another backup of the same database is in progress."""

@@ -1,0 +1,215 @@
+"""One PostgreSQL backup into a repository, and fetching one back, verified, for a restore.
+
+The backup writes, in order: the in-progress marker, ``data.dump.zst`` (pg_dump's custom format,
+zstd-compressed on the fly, sha256 computed as it streams), ``roles.json``, then the manifest. If
+anything fails (pg_dump's exit status, a count, an upload), the partial objects are removed and no
+manifest is written, so the attempt never shows up as a backup.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dr_runbooks import postgres, progress
+from dr_runbooks.errors import ChecksumMismatch, DumpFailed, OperationFailed
+from dr_runbooks.pgconn import ConnInfo, first_line
+from dr_runbooks.repository import Backup, Manifest, ObjectEntry, Repository, new_backup_id
+from dr_runbooks.streams import Digest, compress, decompress, hashed, read_chunks
+
+__all__ = ["FetchedBackup", "backup_database", "copy_backup", "fetch_backup"]
+
+DATA = "data.dump.zst"
+ROLES = "roles.json"
+
+
+def backup_database(
+    conninfo: ConnInfo,
+    database: str,
+    system: str,
+    repository: Repository,
+    kind: str = "full",
+    role_passwords: bool = False,
+    compression_level: int = 3,
+    backup_id: str | None = None,
+) -> Manifest:
+    """Dump ``database`` into ``repository`` and commit it; return the manifest."""
+    started = datetime.now(UTC)
+    backup_id = backup_id or new_backup_id(started)
+    with postgres.exported_snapshot(conninfo, database, role_passwords) as snapshot:
+        prefix = repository.begin("postgres", system, database, backup_id)
+        try:
+            counts: dict[str, int] = {}
+            count_error: list[BaseException] = []
+
+            def count() -> None:
+                try:
+                    counts.update(snapshot.count_rows())
+                except BaseException as exc:  # reported after pg_dump's own status
+                    count_error.append(exc)
+
+            counter = threading.Thread(target=count, daemon=True)
+            dump = postgres.DumpStream(conninfo, database, snapshot.snapshot_id)
+            raw, stored = Digest(), Digest()
+            counter.start()
+            try:
+                chunks = progress.counted("dump", hashed(dump, raw))
+                size = repository.store.put(
+                    prefix + DATA, hashed(compress(chunks, level=compression_level), stored)
+                )
+            finally:
+                dump.kill()
+                counter.join()
+            if count_error:
+                if isinstance(count_error[0], DumpFailed):
+                    raise count_error[0]
+                raise DumpFailed(f"counting rows failed: {first_line(count_error[0])}")
+            if size != stored.size:
+                raise OperationFailed(f"{prefix}{DATA}: stored {size} bytes, sent {stored.size}")
+            roles = json.dumps(snapshot.roles, indent=2).encode()
+            repository.store.put_bytes(prefix + ROLES, roles)
+            roles_digest = Digest()
+            roles_digest.update(roles)
+            manifest = Manifest(
+                id=backup_id,
+                kind=kind,
+                engine="postgres",
+                system=system,
+                database=database,
+                server_version=snapshot.server_version,
+                tool_version=postgres.tool_version("pg_dump"),
+                started=started,
+                finished=datetime.now(UTC),
+                consistent_point=snapshot.consistent_point,
+                objects=[
+                    ObjectEntry(
+                        name=DATA,
+                        size=stored.size,
+                        sha256=stored.sha256,
+                        raw_size=raw.size,
+                        format="pg_dump custom",
+                    ),
+                    ObjectEntry(name=ROLES, size=roles_digest.size, sha256=roles_digest.sha256),
+                ],
+                tables=counts,
+                details={
+                    "database_settings": snapshot.settings.as_dict(),
+                    "role_passwords": role_passwords,
+                },
+            )
+            repository.commit(prefix, manifest)
+        except BaseException:
+            repository.abort(prefix)
+            raise
+    return manifest
+
+
+def copy_backup(source: Repository, backup: Backup, target: Repository) -> Manifest:
+    """Copy a complete backup to another repository, re-checking every checksum on the way."""
+    assert backup.manifest is not None
+    manifest = backup.manifest
+    prefix = target.begin(
+        "postgres" if manifest.engine == "postgres" else manifest.engine,
+        manifest.system,
+        manifest.database,
+        manifest.id,
+    )
+    try:
+        for entry in manifest.objects:
+            digest = Digest()
+            with source.store.open(backup.prefix + entry.name) as handle:
+                target.store.put(
+                    prefix + entry.name,
+                    hashed(progress.counted("copy", read_chunks(handle)), digest),
+                )
+            if digest.sha256 != entry.sha256 or digest.size != entry.size:
+                raise ChecksumMismatch(f"{backup.prefix}{entry.name} changed while copying")
+        target.commit(prefix, manifest)
+    except BaseException:
+        target.abort(prefix)
+        raise
+    return manifest
+
+
+@dataclass
+class FetchedBackup:
+    """A backup downloaded to local disk, every checksum verified."""
+
+    backup: Backup
+    workdir: Path
+    dump: Path
+    roles: dict[str, Any]
+    settings: postgres.DatabaseSettings | None
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def fetch_backup(
+    repository: Repository, backup: Backup, workdir: Path | None = None
+) -> FetchedBackup:
+    """Download and decompress a backup, verifying every object's size and sha256.
+
+    Raises :class:`ChecksumMismatch` (and leaves nothing behind) if any object differs from the
+    manifest: this happens before anything touches a database.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="dr-restore-", dir=workdir))
+    try:
+        if backup.legacy_key:
+            return _fetch_legacy(repository, backup, directory)
+        manifest = backup.manifest
+        assert manifest is not None
+        dump_path = directory / "data.dump"
+        roles: dict[str, Any] = {}
+        progress.start("download", manifest.size)
+        for entry in manifest.objects:
+            digest = Digest()
+            with repository.store.open(backup.prefix + entry.name) as handle:
+                chunks = hashed(
+                    progress.counted("download", read_chunks(handle), restart=False), digest
+                )
+                if entry.name == DATA:
+                    with open(dump_path, "wb") as out:
+                        for piece in decompress(chunks):
+                            out.write(piece)
+                else:
+                    content = b"".join(chunks)
+                    if entry.name == ROLES:
+                        roles = json.loads(content) if content else {}
+            if digest.size != entry.size or digest.sha256 != entry.sha256:
+                raise ChecksumMismatch(
+                    f"backup {manifest.id}: {entry.name} is corrupt (size {digest.size}, sha256 "
+                    f"{digest.sha256[:16]}…; manifest: size {entry.size}, sha256 "
+                    f"{entry.sha256[:16]}…)"
+                )
+        settings_data = manifest.details.get("database_settings")
+        settings = postgres.DatabaseSettings.from_dict(settings_data) if settings_data else None
+        return FetchedBackup(backup, directory, dump_path, roles, settings)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _fetch_legacy(repository: Repository, backup: Backup, directory: Path) -> FetchedBackup:
+    """A plan-script backup: ``backup_*.sql.gz``, plain SQL; checked as a complete gzip stream."""
+    import zlib
+
+    assert backup.legacy_key is not None
+    path = directory / "data.sql"
+    inflater = zlib.decompressobj(wbits=31)
+    with repository.store.open(backup.legacy_key) as handle, open(path, "wb") as out:
+        for chunk in progress.counted("download", read_chunks(handle), backup.size):
+            try:
+                out.write(inflater.decompress(chunk))
+            except zlib.error as exc:
+                raise ChecksumMismatch(f"{backup.id} is not a valid gzip file: {exc}") from None
+        out.write(inflater.flush())
+    if not inflater.eof:
+        raise ChecksumMismatch(f"{backup.id} is truncated (the gzip stream does not end)")
+    return FetchedBackup(backup, directory, path, {}, None)

@@ -1,0 +1,438 @@
+"""The repository format: where a backup's objects live and what its manifest says.
+
+A backup is a folder ``<engine>/<system>/<database>/<backup-id>/`` in a :class:`Store`::
+
+    postgres/app-db/shop/20261128T020000Z-7f3a/
+        _in_progress.json      written first: who started the attempt, and when
+        data.dump.zst          the data objects (the dump format is the engine's)
+        roles.json ...
+        manifest.json          written LAST: the commit point
+        verifications/*.json   records of test restores, added later
+
+A folder without ``manifest.json`` is not a backup: listing, restore and retention ignore it.
+A folder with our in-progress marker, no manifest and a marker older than a day is an abandoned
+attempt, which :meth:`Repository.remove_abandoned` deletes; nothing else is ever deleted except
+complete backups, by :meth:`Repository.plan_retention`. "Latest" is the newest *consistent
+point*, never the listing order.
+
+Backups written by the plan's shell scripts (``backup_YYYYMMDD_HHMMSS.sql.gz`` and
+``backup_YYYYMMDD_HHMMSS.tar.gz``) are listed as legacy backups with the time from their name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dr_runbooks.errors import BackupNotFound, BadInput, ChecksumMismatch, OperationFailed
+from dr_runbooks.store import ObjectInfo, Store
+
+__all__ = [
+    "Backup",
+    "Manifest",
+    "ObjectEntry",
+    "Repository",
+    "RetentionPlan",
+    "new_backup_id",
+    "parse_time",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MARKER = "_in_progress.json"
+VERIFICATIONS = "verifications/"
+ABANDONED_AFTER = timedelta(days=1)
+
+_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{4,8})$")
+_LEGACY = re.compile(r"(?:^|/)backup_(\d{8})_(\d{6})\.(sql\.gz|tar\.gz)$")
+_LEGACY_FOLDERS = {"postgres": ("postgres-backups/", ""), "mongodb": ("mongodb-backups/", "")}
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    """``20261128T020000Z-7f3a``: the UTC start time and a short random suffix."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an ISO 8601 time; without a zone it is read as UTC. Malformed: :class:`BadInput`."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadInput(
+            f"malformed time {value!r} (use ISO 8601, e.g. 2026-11-28T05:00:00Z)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class ObjectEntry(BaseModel):
+    """One data object of a backup, as the manifest records it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    size: int
+    sha256: str
+    raw_size: int | None = Field(default=None, description="Bytes before compression")
+
+
+class Manifest(BaseModel):
+    """The commit record of one backup; present only when the backup is complete."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = FORMAT_VERSION
+    id: str
+    kind: str = "full"
+    engine: Literal["postgres", "mongodb"]
+    system: str
+    database: str
+    server_version: str | None = None
+    tool_version: str | None = None
+    started: datetime
+    finished: datetime
+    consistent_point: datetime
+    consistency: str = "snapshot"
+    compression: str = "zstd"
+    objects: list[ObjectEntry]
+    tables: dict[str, int] = Field(default_factory=dict, description="Rows per table/collection")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    def object(self, name: str) -> ObjectEntry:
+        for entry in self.objects:
+            if entry.name == name:
+                return entry
+        raise OperationFailed(f"backup {self.id} has no object {name!r}")
+
+    @property
+    def size(self) -> int:
+        return sum(o.size for o in self.objects)
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A complete backup found in a repository (ours, or a legacy script's file)."""
+
+    engine: str
+    system: str
+    database: str
+    id: str
+    prefix: str
+    consistent_point: datetime
+    size: int
+    manifest: Manifest | None = None
+    legacy_key: str | None = None
+
+    @property
+    def legacy(self) -> bool:
+        return self.legacy_key is not None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "engine": self.engine,
+            "system": self.system,
+            "database": self.database,
+            "consistent_point": self.consistent_point.isoformat(),
+            "size": self.size,
+            "legacy": self.legacy,
+            "kind": self.manifest.kind if self.manifest else "legacy",
+        }
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    keep: list[Backup]
+    delete: list[Backup]
+
+
+class Repository:
+    """Backups in one store, with that store's retention policy."""
+
+    def __init__(
+        self,
+        store: Store,
+        name: str = "",
+        retention_days: int = 7,
+        min_keep: int = 3,
+    ) -> None:
+        self.store = store
+        self.name = name or store.location
+        self.retention_days = retention_days
+        self.min_keep = min_keep
+
+    def __repr__(self) -> str:
+        return f"Repository({self.name!r}, {self.store!r})"
+
+    @staticmethod
+    def prefix(engine: str, system: str, database: str, backup_id: str) -> str:
+        for part in (system, database, backup_id):
+            if not part or "/" in part or part in (".", ".."):
+                raise BadInput(f"invalid name in backup path: {part!r}")
+        return f"{engine}/{system}/{database}/{backup_id}/"
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def begin(self, engine: str, system: str, database: str, backup_id: str) -> str:
+        """Create the store if needed and write the in-progress marker; return the folder."""
+        self.store.create()
+        prefix = self.prefix(engine, system, database, backup_id)
+        if any(True for _ in self.store.list(prefix)):
+            raise OperationFailed(f"backup folder {prefix} already exists in {self.name}")
+        marker = {"started": datetime.now(UTC).isoformat(), "tool": "dr-runbooks"}
+        self.store.put_bytes(prefix + MARKER, json.dumps(marker).encode())
+        return prefix
+
+    def commit(self, prefix: str, manifest: Manifest) -> None:
+        """Check every object's size against the store, then write the manifest (commit)."""
+        for entry in manifest.objects:
+            info = self.store.stat(prefix + entry.name)
+            if info.size != entry.size:
+                raise ChecksumMismatch(
+                    f"{prefix}{entry.name}: stored {info.size} bytes, wrote {entry.size}"
+                )
+        self.store.put_bytes(prefix + MANIFEST, manifest.model_dump_json(indent=2).encode())
+        self.store.delete([prefix + MARKER])
+
+    def abort(self, prefix: str) -> None:
+        """Remove everything an unfinished attempt wrote (never a committed backup)."""
+        keys = [info.key for info in self.store.list(prefix)]
+        if prefix + MANIFEST in keys:
+            raise OperationFailed(f"refusing to remove committed backup {prefix}")
+        objects = [k for k in keys if k != prefix + MARKER]
+        self.store.delete(objects)
+        self.store.delete([prefix + MARKER])
+        cleanup = getattr(self.store, "delete_partials", None)
+        if cleanup is not None:
+            cleanup(prefix)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _folders(
+        self, engine: str, system: str | None, database: str | None
+    ) -> dict[str, dict[str, ObjectInfo]]:
+        base = f"{engine}/"
+        if system:
+            base += f"{system}/"
+            if database:
+                base += f"{database}/"
+        folders: dict[str, dict[str, ObjectInfo]] = {}
+        for info in self.store.list(base):
+            parts = info.key.split("/")
+            if len(parts) < 5 or parts[0] != engine:
+                continue
+            folder = "/".join(parts[:4]) + "/"
+            folders.setdefault(folder, {})[info.key[len(folder) :]] = info
+        return folders
+
+    def read_manifest(self, prefix: str) -> Manifest:
+        raw = self.store.read_bytes(prefix + MANIFEST)
+        try:
+            return Manifest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise OperationFailed(
+                f"{prefix}{MANIFEST} is malformed: {exc.errors()[0]['msg']}"
+            ) from None
+
+    def backups(
+        self,
+        engine: str,
+        system: str | None = None,
+        database: str | None = None,
+        include_legacy: bool = True,
+    ) -> list[Backup]:
+        """Every complete backup, newest consistent point first."""
+        found: list[Backup] = []
+        for prefix, objects in self._folders(engine, system, database).items():
+            if MANIFEST not in objects:
+                continue
+            manifest = self.read_manifest(prefix)
+            found.append(
+                Backup(
+                    engine=engine,
+                    system=manifest.system,
+                    database=manifest.database,
+                    id=manifest.id,
+                    prefix=prefix,
+                    consistent_point=manifest.consistent_point,
+                    size=manifest.size,
+                    manifest=manifest,
+                )
+            )
+        if include_legacy:
+            found.extend(self.legacy_backups(engine, system, database))
+        found.sort(key=lambda b: b.consistent_point, reverse=True)
+        return found
+
+    def legacy_backups(
+        self, engine: str, system: str | None = None, database: str | None = None
+    ) -> list[Backup]:
+        """Backups the plan's shell scripts wrote: ``[postgres-backups/]backup_<date>_<time>.*``."""
+        folder, _ = _LEGACY_FOLDERS.get(engine, ("", ""))
+        wanted = "sql.gz" if engine == "postgres" else "tar.gz"
+        found = []
+        for prefix in {folder, ""}:
+            for info in self.store.list(prefix + "backup_"):
+                match = _LEGACY.search(info.key)
+                if not match or match.group(3) != wanted or info.key.count("/") > 1:
+                    continue
+                when = datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M%S")
+                name = info.key.rsplit("/", 1)[-1]
+                found.append(
+                    Backup(
+                        engine=engine,
+                        system=system or "legacy",
+                        database=database or "legacy",
+                        id=name,
+                        prefix=info.key,
+                        consistent_point=when.replace(tzinfo=UTC),
+                        size=info.size,
+                        legacy_key=info.key,
+                    )
+                )
+        return found
+
+    def find(
+        self,
+        engine: str,
+        system: str | None,
+        database: str | None,
+        backup_id: str | None = None,
+        before: datetime | None = None,
+        include_legacy: bool = True,
+    ) -> Backup:
+        """The backup to restore: by id, the latest before a time, or the latest."""
+        candidates = self.backups(engine, system, database, include_legacy=include_legacy)
+        where = f"{engine}/{system or '*'}/{database or '*'} in {self.name}"
+        if backup_id:
+            for backup in candidates:
+                if backup.id == backup_id:
+                    return backup
+            raise BackupNotFound(f"no complete backup with id {backup_id!r} for {where}")
+        if before is not None:
+            candidates = [b for b in candidates if b.consistent_point < before]
+            if not candidates:
+                raise BackupNotFound(f"no complete backup before {before.isoformat()} for {where}")
+        if not candidates:
+            raise BackupNotFound(f"no complete backup for {where}")
+        return candidates[0]
+
+    # -- checking -----------------------------------------------------------------------------
+
+    def verify_objects(self, backup: Backup) -> list[str]:
+        """Re-read every object and compare size and sha256; return a list of problems."""
+        problems = []
+        assert backup.manifest is not None
+        for entry in backup.manifest.objects:
+            digest = hashlib.sha256()
+            size = 0
+            with self.store.open(backup.prefix + entry.name) as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+            if size != entry.size or digest.hexdigest() != entry.sha256:
+                problems.append(
+                    f"{entry.name}: size {size} sha256 {digest.hexdigest()[:12]}…, manifest says "
+                    f"size {entry.size} sha256 {entry.sha256[:12]}…"
+                )
+        return problems
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def plan_retention(
+        self,
+        engine: str,
+        system: str,
+        database: str,
+        now: datetime | None = None,
+        retention_days: int | None = None,
+        min_keep: int | None = None,
+        include_legacy: bool = False,
+    ) -> RetentionPlan:
+        """Backups older than the retention, keeping at least ``min_keep`` complete ones."""
+        now = now or datetime.now(UTC)
+        days = self.retention_days if retention_days is None else retention_days
+        keep_at_least = self.min_keep if min_keep is None else min_keep
+        backups = self.backups(engine, system, database, include_legacy=include_legacy)
+        cutoff = now - timedelta(days=days)
+        keep, delete = [], []
+        for index, backup in enumerate(backups):  # newest first
+            if index < keep_at_least or backup.consistent_point >= cutoff:
+                keep.append(backup)
+            else:
+                delete.append(backup)
+        return RetentionPlan(keep=keep, delete=delete)
+
+    def delete_backup(self, backup: Backup) -> None:
+        """Delete one complete backup: the manifest first, so it stops being a backup at once."""
+        if backup.legacy_key:
+            self.store.delete([backup.legacy_key])
+            return
+        keys = [info.key for info in self.store.list(backup.prefix)]
+        self.store.delete([backup.prefix + MANIFEST])
+        self.store.delete(k for k in keys if k != backup.prefix + MANIFEST)
+
+    def abandoned(self, engine: str, now: datetime | None = None) -> list[str]:
+        """Folders with our marker, no manifest, and a marker older than a day."""
+        now = now or datetime.now(UTC)
+        found = []
+        for prefix, objects in self._folders(engine, None, None).items():
+            marker = objects.get(MARKER)
+            if MANIFEST in objects or marker is None:
+                continue
+            if now - marker.last_modified > ABANDONED_AFTER:
+                found.append(prefix)
+        return sorted(found)
+
+    def remove_abandoned(self, engine: str, now: datetime | None = None) -> list[str]:
+        removed = self.abandoned(engine, now)
+        for prefix in removed:
+            self.abort(prefix)
+        return removed
+
+    # -- verification records -------------------------------------------------------------------
+
+    def record_verification(self, backup: Backup, record: dict[str, Any]) -> str:
+        """Store a verification record next to the backup; return its key."""
+        when = datetime.now(UTC)
+        if backup.legacy_key:
+            key = f"{backup.legacy_key}.verifications/{when:%Y%m%dT%H%M%S%fZ}.json"
+        else:
+            key = f"{backup.prefix}{VERIFICATIONS}{when:%Y%m%dT%H%M%S%fZ}.json"
+        self.store.put_bytes(key, json.dumps(record, indent=2, default=str).encode())
+        return key
+
+    def verifications(self, backup: Backup) -> list[dict[str, Any]]:
+        """Verification records of a backup, oldest first."""
+        prefix = (
+            f"{backup.legacy_key}.verifications/"
+            if backup.legacy_key
+            else backup.prefix + VERIFICATIONS
+        )
+        records = []
+        for info in sorted(self.store.list(prefix), key=lambda i: i.key):
+            try:
+                records.append(json.loads(self.store.read_bytes(info.key)))
+            except (ValueError, OperationFailed):
+                continue
+        return records
+
+
+def sha256_of(chunks: Iterable[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size

@@ -1,0 +1,223 @@
+"""The store interface every backup repository backend keeps, and the local-directory backend.
+
+A store is a flat namespace of objects under ``/``-separated keys (``postgres/app/app/<id>/
+manifest.json``). The contract, which every backend passes in the shared contract tests
+(``tests/store/test_contract.py``):
+
+- ``put`` makes an object appear **whole or not at all**: a reader never sees a half-written
+  object, and a failed ``put`` leaves no object under the key (a previous object under the same
+  key stays as it was).
+- ``open``, ``read_bytes`` and ``stat`` raise :class:`~dr_runbooks.errors.ObjectNotFound` when
+  the key holds no object.
+- ``list`` yields every object whose key starts with ``prefix``, recursively, in no particular
+  order; it never yields an object that is still being written.
+- ``delete`` removes the objects named and ignores keys that hold none.
+- Only ``create`` brings the store itself (a directory, a container) into being, and only a
+  backup calls it. Every other method on a store that does not exist raises
+  :class:`~dr_runbooks.errors.RepositoryNotFound`.
+
+Backends translate their own errors into these at the edge, with the location in the message
+and never a credential.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from dr_runbooks.errors import ObjectNotFound, RepositoryNotFound
+
+__all__ = ["LocalStore", "ObjectInfo", "Store"]
+
+_PARTIAL_MARK = ".partial-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows about one object."""
+
+    key: str
+    size: int
+    last_modified: datetime
+
+
+class Store(ABC):
+    """One repository's objects. See the module docstring for the contract."""
+
+    #: Where the store is, for messages and reports; never holds a credential.
+    location: str
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the store itself (directory, container) exists and can be reached."""
+
+    @abstractmethod
+    def create(self) -> None:
+        """Create the store if it does not exist; only a backup calls this."""
+
+    @abstractmethod
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Write the object ``key`` from ``chunks``, whole or not at all; return its size."""
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """Open the object ``key`` for streaming reads."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Return the size and modification time of the object ``key``."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every complete object whose key starts with ``prefix``."""
+
+    @abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete the objects named; keys that hold no object are ignored."""
+
+    def put_bytes(self, key: str, data: bytes) -> int:
+        """Write a small object from memory."""
+        return self.put(key, [data])
+
+    def read_bytes(self, key: str) -> bytes:
+        """Read a small object whole."""
+        with self.open(key) as handle:
+            return handle.read()
+
+    def has(self, key: str) -> bool:
+        """Whether an object exists under ``key``."""
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+class LocalStore(Store):
+    """A store in a local directory; each key is a relative file path.
+
+    ``put`` writes to a hidden sibling file and renames it into place, so an object appears
+    whole (``os.replace`` is atomic within one file system) and a crash leaves only a hidden
+    ``.<name>.partial-*`` file that listing skips.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.location = str(self.root)
+
+    def _require(self) -> None:
+        if not self.root.is_dir():
+            raise RepositoryNotFound(f"repository directory does not exist: {self.root}")
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        self._require()
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}{_PARTIAL_MARK}{secrets.token_hex(4)}")
+        size = 0
+        try:
+            with open(partial, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                    size += len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            raise
+        return size
+
+    def open(self, key: str) -> BinaryIO:
+        self._require()
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def stat(self, key: str) -> ObjectInfo:
+        self._require()
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        if not path.is_file():
+            raise ObjectNotFound(key)
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self._require()
+        # Walk only the deepest directory the prefix names, not the whole repository.
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base_dir if base_dir else self.root
+        if not start.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(start):
+            for name in filenames:
+                if name.startswith(".") and _PARTIAL_MARK in name:
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def delete(self, keys: Iterable[str]) -> None:
+        self._require()
+        touched: set[Path] = set()
+        for key in keys:
+            path = self._path(key)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            touched.add(path.parent)
+        for directory in sorted(touched, key=lambda p: len(p.parts), reverse=True):
+            self._prune(directory)
+
+    def delete_partials(self, prefix: str) -> None:
+        """Remove hidden partial files a crashed ``put`` left under ``prefix``'s folder."""
+        folder = self.root / prefix.rstrip("/")
+        if folder.is_dir():
+            for path in folder.rglob(f".*{_PARTIAL_MARK}*"):
+                path.unlink(missing_ok=True)
+            self._prune(folder)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove empty directories from ``directory`` up to (not including) the root."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent

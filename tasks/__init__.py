@@ -1,0 +1,1 @@
+"""Prefect tasks: one runbook step each, named service first, then verb."""

