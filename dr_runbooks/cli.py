@@ -76,7 +76,10 @@ def main() -> None:
     opts.debug = "--debug" in sys.argv[1:]
     _prepare_prefect()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns typer.Exit's code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except DRError as exc:
         _fail(exc, exc.exit_code)
     except typer.Abort:
@@ -101,7 +104,7 @@ def _fail(exc: BaseException, code: int) -> None:
 
         err.print(redact("".join(traceback.format_exception(exc))), markup=False, highlight=False)
     message = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-    err.print(f"error: {message}", markup=False, highlight=False, style="red")
+    err.print(f"error: {message}", markup=False, highlight=False, style="red", soft_wrap=True)
     sys.exit(code)
 
 
@@ -132,7 +135,7 @@ def _prepare_prefect() -> None:
     if not opts.debug:
         # Quiet the console only; the run's logs still reach the Prefect API at INFO.
         for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
-            os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "WARNING")
+            os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
 
 
 @contextmanager
@@ -383,6 +386,148 @@ def backups_list_cmd(
     out.print(table if rows else "no backups")
 
 
+# -- status and verification ----------------------------------------------------------------
+
+
+_STATE_STYLE = {
+    "OK": "green",
+    "UNVERIFIED": "yellow",
+    "STALE": "red",
+    "FAILED": "red",
+    "MISSING": "red",
+}
+
+
+@app.command("status")
+def status_cmd(
+    system: list[str] = typer.Option([], "--system", "-s", help="Only these systems."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Each protected system against its objectives; exits 1 when any is not OK."""
+    from dr_runbooks.resolve import repository_from_config
+    from dr_runbooks.status import system_status
+
+    config = _config()
+    names = system or sorted(config.systems)
+    if not names:
+        raise BadInput("dr.yaml declares no systems")
+    rows: list[dict[str, Any]] = []
+    soft_delete: list[dict[str, Any]] = []
+    checked: set[str] = set()
+    for name in names:
+        declared = config.system(name)
+        if not declared.repositories:
+            raise BadInput(f"system {name!r} names no repositories")
+        repository = repository_from_config(config, declared.repositories[0])
+        rows.extend(s.as_dict() for s in system_status(config, name, declared, repository))
+        for repo_name in declared.repositories:
+            if repo_name in checked or config.repository(repo_name).type != "azure":
+                continue
+            checked.add(repo_name)
+            store = repository_from_config(config, repo_name).store
+            policy = store.soft_delete_policy()  # type: ignore[attr-defined]
+            entry: dict[str, Any] = {
+                "repository": repo_name,
+                "soft_delete": None
+                if policy is None
+                else {"enabled": policy.enabled, "days": policy.days},
+            }
+            entry["meets_plan"] = bool(policy and policy.enabled and (policy.days or 0) >= 30)
+            soft_delete.append(entry)
+    healthy = all(r["state"] == "OK" for r in rows)
+    if json_output:
+        _emit({"ok": healthy, "systems": rows, "soft_delete": soft_delete}, True)
+    else:
+        table = Table(
+            "system",
+            "database",
+            "newest backup",
+            "age",
+            "RPO",
+            "newest verified",
+            "state",
+            "detail",
+        )
+        for r in rows:
+            age = human_duration(r["age_seconds"]) if r["age_seconds"] is not None else "-"
+            style = _STATE_STYLE[r["state"]]
+            table.add_row(
+                r["system"],
+                r["database"],
+                r["newest_backup"] or "-",
+                age,
+                human_duration(r["rpo_seconds"]),
+                r["verified_backup"] or "-",
+                f"[{style}]{r['state']}[/]",
+                r["detail"],
+            )
+        out.print(table)
+        for entry in soft_delete:
+            policy = entry["soft_delete"]
+            text = (
+                "unknown (the credentials cannot read the account's properties)"
+                if policy is None
+                else f"{'enabled' if policy['enabled'] else 'DISABLED'}"
+                + (f", {policy['days']} days" if policy["enabled"] else "")
+            )
+            style = "green" if entry["meets_plan"] else "yellow"
+            out.print(
+                f"blob soft delete on {entry['repository']}: [{style}]{text}[/] "
+                "(the plan requires 30 days)"
+            )
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_cmd(
+    system: list[str] = typer.Option([], "--system", "-s", help="Only these systems."),
+    verify_server: str | None = typer.Option(
+        None, "--verify-server", help="Block name or env:VAR with a DSN for test restores."
+    ),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Test-restore the newest backup of each system now (the daily verification)."""
+    from flows.verify_backups import verify_backups
+
+    config = _config()
+    for name in system:
+        config.system(name)
+    results = _run(
+        lambda: verify_backups(
+            systems=system or None, verify_server=verify_server, config_path=opts.config
+        ),
+        json_output,
+        "verifying",
+    )
+    _emit(results, json_output)
+    if not json_output:
+        for r in results:
+            out.print(
+                f"[green]{r['outcome']}[/] {r['system']}/{r['database']}: {r['backup_id']} "
+                f"({r['age']} old) {r['detail']}"
+            )
+
+
+@app.command("serve")
+def serve_cmd(
+    list_only: bool = typer.Option(False, "--list", help="Only list the deployments."),
+    file: str = typer.Option("prefect.yaml", "--file", help="The prefect.yaml to serve."),
+) -> None:
+    """Serve every deployment of prefect.yaml from this process (single-machine installs)."""
+    from dr_runbooks.serving import load_deployments
+
+    deployments = load_deployments(file)
+    for deployment in deployments:
+        schedules = ", ".join(str(s.schedule) for s in deployment.schedules or []) or "manual"
+        out.print(f"{deployment.name}: {deployment.entrypoint} [{schedules}]")
+    if list_only:
+        return
+    from prefect import serve
+
+    serve(*deployments)  # type: ignore[arg-type]
+
+
 # -- drill ----------------------------------------------------------------------------------------
 
 
@@ -424,3 +569,7 @@ def drill_cmd(
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# The MongoDB commands register themselves on the sub-apps above.
+from dr_runbooks import cli_mongo  # noqa: E402, F401

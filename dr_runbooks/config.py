@@ -78,6 +78,11 @@ class RPO(_Strict):
 class Objectives(_Strict):
     rto: RTO = Field(default_factory=RTO)
     rpo: RPO = Field(default_factory=RPO)
+    verification_max_age: Duration = Field(
+        timedelta(hours=48),
+        description="A system whose newest successful test restore is older than this is "
+        "UNVERIFIED (the verification runs daily)",
+    )
 
     def rto_for(self, tier: str) -> timedelta:
         return self.rto.critical if tier == "critical" else self.rto.non_critical
@@ -147,11 +152,25 @@ class SystemConfig(_Strict):
     )
 
 
+class NotificationsConfig(_Strict):
+    """Where failures are reported: a saved Prefect notification block (Slack, Microsoft Teams,
+    a custom webhook, email…), chosen by name."""
+
+    block: str | None = Field(
+        None,
+        description="A saved Prefect notification block as TYPE/NAME, e.g. "
+        "slack-webhook/oncall, ms-teams-webhook/dr, custom-webhook/pager",
+    )
+    link_base: str | None = Field(
+        None, description="Prefect UI base URL for run links (default: the API's UI URL)"
+    )
+
+
 class Config(_Strict):
     objectives: Objectives = Field(default_factory=Objectives)
     repositories: dict[str, RepositoryConfig] = Field(default_factory=dict)
     systems: dict[str, SystemConfig] = Field(default_factory=dict)
-    notifications: dict[str, Any] = Field(default_factory=dict)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     #: The directory dr.yaml was read from; relative paths are resolved against it.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import secrets
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -184,13 +185,17 @@ class Repository:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def begin(self, engine: str, system: str, database: str, backup_id: str) -> str:
+    def begin(
+        self, engine: str, system: str, database: str, backup_id: str,
+        now: datetime | None = None,
+    ) -> str:
         """Create the store if needed and write the in-progress marker; return the folder."""
         self.store.create()
         prefix = self.prefix(engine, system, database, backup_id)
         if any(True for _ in self.store.list(prefix)):
             raise OperationFailed(f"backup folder {prefix} already exists in {self.name}")
-        marker = {"started": datetime.now(UTC).isoformat(), "tool": "dr-runbooks"}
+        started = (now or datetime.now(UTC)).isoformat()
+        marker = {"started": started, "tool": "dr-runbooks", "host": socket.gethostname()}
         self.store.put_bytes(prefix + MARKER, json.dumps(marker).encode())
         return prefix
 
@@ -391,9 +396,17 @@ class Repository:
             marker = objects.get(MARKER)
             if MANIFEST in objects or marker is None:
                 continue
-            if now - marker.last_modified > ABANDONED_AFTER:
+            if now - self._marker_time(prefix, marker) > ABANDONED_AFTER:
                 found.append(prefix)
         return sorted(found)
+
+    def _marker_time(self, prefix: str, marker: ObjectInfo) -> datetime:
+        """When the attempt started: the marker's own record, else the object's mtime."""
+        try:
+            started = json.loads(self.store.read_bytes(prefix + MARKER))["started"]
+            return datetime.fromisoformat(started)
+        except (ValueError, KeyError, TypeError, OperationFailed):
+            return marker.last_modified
 
     def remove_abandoned(self, engine: str, now: datetime | None = None) -> list[str]:
         removed = self.abandoned(engine, now)

@@ -15,6 +15,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from dr_runbooks import progress
+from dr_runbooks.errors import BadInput, ChecksumMismatch, RestoreVerificationFailed
 from dr_runbooks.secrets import install_log_redaction
 
 __all__ = ["logger", "reported_progress"]
@@ -73,6 +74,18 @@ def reported_progress(step: str, every: float = 5.0) -> Iterator[None]:
 
     with progress.listening(listener):
         yield
+
+
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """A ``retry_condition_fn``: retry what may succeed on a second try, never bad input or
+    proof that data is wrong (a checksum, a failed verification), which a retry cannot fix."""
+    try:
+        state.result()
+    except (BadInput, ChecksumMismatch, RestoreVerificationFailed):
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def ensure_concurrency_limit(name: str, limit: int = 1) -> str:

@@ -9,10 +9,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dr_runbooks import pg_backup, postgres
-from dr_runbooks.errors import BadInput, RestoreFailed, RestoreVerificationFailed
+from dr_runbooks.errors import RestoreFailed, RestoreVerificationFailed
 from dr_runbooks.pgconn import ConnInfo
 from dr_runbooks.repository import Manifest, Repository
-from tasks._runtime import logger, reported_progress
+from tasks._runtime import logger, reported_progress, transient_only
 
 __all__ = [
     "postgres_assess",
@@ -22,17 +22,6 @@ __all__ = [
     "postgres_swap",
     "postgres_verify_restore",
 ]
-
-
-def _not_bad_input(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry an operation that failed, never one that was asked for wrongly."""
-    try:
-        state.result()
-    except BadInput:
-        return False
-    except Exception:
-        return True
-    return True
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -54,7 +43,7 @@ def postgres_assess(conninfo: ConnInfo, database: str) -> postgres.ServerStatus:
     return status
 
 
-@task(retries=1, retry_delay_seconds=10, retry_condition_fn=_not_bad_input, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
 def postgres_backup(
     conninfo: ConnInfo,
     database: str,

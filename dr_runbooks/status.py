@@ -1,0 +1,163 @@
+"""Where each protected system stands against its objectives, read from the repositories.
+
+The state of one database of a system, in order of precedence:
+
+- ``MISSING``: no complete backup at all;
+- ``FAILED``: the most recent verification (test restore) failed;
+- ``STALE``: the newest backup is older than the RPO objective;
+- ``UNVERIFIED``: no backup was restored successfully within ``verification_max_age``;
+- ``OK``: a fresh backup, and a recent successful test restore.
+
+Everything comes from the repositories themselves (manifests and verification records), so the
+answer is the same from any machine, and survives the Prefect server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dr_runbooks.config import Config, SystemConfig
+from dr_runbooks.repository import Backup, Repository
+
+__all__ = ["DatabaseStatus", "database_status", "system_status"]
+
+STATES = ("OK", "UNVERIFIED", "STALE", "FAILED", "MISSING")
+
+
+@dataclass
+class DatabaseStatus:
+    system: str
+    engine: str
+    database: str
+    repository: str
+    state: str
+    detail: str
+    newest_backup: str | None = None
+    newest_point: datetime | None = None
+    age_seconds: float | None = None
+    rpo_seconds: float = 0.0
+    verified_backup: str | None = None
+    verified_point: datetime | None = None
+    verified_at: datetime | None = None
+    legacy: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("newest_point", "verified_point", "verified_at"):
+            if data[key] is not None:
+                data[key] = data[key].isoformat()
+        return data
+
+
+def _verified_at(record: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(record["finished"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def database_status(
+    system: str,
+    engine: str,
+    database: str,
+    repository: Repository,
+    backups: list[Backup],
+    rpo: timedelta,
+    verification_max_age: timedelta,
+    now: datetime,
+) -> DatabaseStatus:
+    """The state of one database from its backups (newest first) in one repository."""
+    status = DatabaseStatus(
+        system=system,
+        engine=engine,
+        database=database,
+        repository=repository.name,
+        state="MISSING",
+        detail="no complete backup",
+        rpo_seconds=rpo.total_seconds(),
+    )
+    if not backups:
+        return status
+    newest = backups[0]
+    age = now - newest.consistent_point
+    status.newest_backup, status.newest_point = newest.id, newest.consistent_point
+    status.age_seconds, status.legacy = age.total_seconds(), newest.legacy
+    latest_record: tuple[datetime, dict[str, Any]] | None = None
+    for backup in backups:
+        for record in repository.verifications(backup):
+            when = _verified_at(record)
+            if when is None:
+                continue
+            if latest_record is None or when > latest_record[0]:
+                latest_record = (when, record)
+            if record.get("outcome") == "ok" and (
+                status.verified_at is None or when > status.verified_at
+            ):
+                status.verified_backup, status.verified_point = backup.id, backup.consistent_point
+                status.verified_at = when
+    if latest_record is not None and latest_record[1].get("outcome") != "ok":
+        problems = latest_record[1].get("problems") or ["verification failed"]
+        status.state = "FAILED"
+        status.detail = (
+            f"test restore of {latest_record[1].get('backup_id')} failed at "
+            f"{latest_record[0]:%Y-%m-%d %H:%M} UTC: {problems[0]}"
+        )
+    elif age > rpo:
+        status.state = "STALE"
+        status.detail = f"newest backup is {_hours(age)} old; objective {_hours(rpo)}"
+    elif status.verified_at is None or now - status.verified_at > verification_max_age:
+        status.state = "UNVERIFIED"
+        status.detail = (
+            "no successful test restore"
+            if status.verified_at is None
+            else f"last successful test restore {_hours(now - status.verified_at)} ago"
+        )
+    else:
+        status.state = "OK"
+        status.detail = f"newest backup {_hours(age)} old; verified {status.verified_backup}"
+    return status
+
+
+def _hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+
+
+def system_status(
+    config: Config,
+    name: str,
+    system: SystemConfig,
+    repository: Repository,
+    now: datetime | None = None,
+) -> list[DatabaseStatus]:
+    """Status of every database of ``system`` (declared, or found in the repository)."""
+    now = now or datetime.now(UTC)
+    rpo = config.objectives.rpo.database
+    if not repository.store.exists():
+        backups: list[Backup] = []
+    else:
+        backups = repository.backups(system.engine, name, None, include_legacy=False)
+    databases = list(system.databases) or sorted({b.database for b in backups}) or ["*"]
+    legacy = repository.legacy_backups(system.engine, name) if repository.store.exists() else []
+    results = []
+    for database in databases:
+        own = [b for b in backups if b.database == database]
+        # The plan's scripts wrote one database's backups without a name: they count for a
+        # system with a single database.
+        if len(databases) == 1:
+            own = sorted(own + legacy, key=lambda b: b.consistent_point, reverse=True)
+        results.append(
+            database_status(
+                name,
+                system.engine,
+                database,
+                repository,
+                own,
+                rpo,
+                config.objectives.verification_max_age,
+                now,
+            )
+        )
+    return results

@@ -1,0 +1,179 @@
+"""The ``dr`` command as a user runs it: exit codes, one-line errors, JSON, no secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dr_runbooks.pgconn import ConnInfo
+
+PASSWORD = "Cli-Secret-9f2e77"
+
+
+def dr(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dr_runbooks.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def dsn(pg_server: ConnInfo) -> str:
+    return f"postgresql://postgres:{PASSWORD}@/postgres?host={pg_server.host}"
+
+
+@pytest.fixture
+def no_config(tmp_path: Path) -> dict[str, str]:
+    """Run from a directory with no dr.yaml above it (no config is valid: plan defaults)."""
+    return {"DR_CONFIG": ""}
+
+
+def test_malformed_dsn_is_bad_input_and_masks_the_password(tmp_path: Path) -> None:
+    result = dr(
+        "restore",
+        "postgres",
+        "--repo",
+        str(tmp_path),
+        "--yes",
+        env={"DR_DSN": f"postgresql://app:{PASSWORD}@db:notaport/shop"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "bad DSN" in line and "notaport" in line
+    assert PASSWORD not in result.stderr + result.stdout
+
+
+def test_missing_repository_is_bad_input(tmp_path: Path) -> None:
+    result = dr("backups", "list", "--repo", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "repository does not exist" in one_error_line(result)
+
+
+def test_unknown_system_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "dr.yaml").write_text("systems: {}\n")
+    result = dr("backup", "postgres", "--system", "ghost", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown system 'ghost'" in one_error_line(result)
+
+
+def test_malformed_time_is_bad_input(tmp_path: Path, dsn: str) -> None:
+    result = dr(
+        "restore",
+        "postgres",
+        "--repo",
+        str(tmp_path),
+        "--database",
+        "x",
+        "--before",
+        "next friday",
+        "--yes",
+        env={"DR_DSN": dsn},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "malformed time 'next friday'" in one_error_line(result)
+
+
+def test_malformed_config_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "dr.yaml").write_text("objectives:\n  rto:\n    critical: soon\n")
+    result = dr("backups", "list", "--repo", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "objectives.rto.critical" in one_error_line(result)
+
+
+def test_backup_list_restore_round_trip(
+    pg_server: ConnInfo, make_database, tmp_path: Path, dsn: str
+) -> None:
+    database = make_database("cli")
+    with pg_server.connect(dbname=database) as conn:
+        conn.execute(
+            "CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS body "
+            "FROM generate_series(1, 5000) g"
+        )
+    repo = tmp_path / "repo"
+    env = {"DR_DSN": dsn}
+
+    backup = dr(
+        "backup",
+        "postgres",
+        "--database",
+        database,
+        "--repo",
+        str(repo),
+        "--json",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert backup.returncode == 0, backup.stderr
+    [made] = json.loads(backup.stdout)
+    assert made["rows"] == 5000 and made["database"] == database
+
+    listed = dr("backups", "list", "--repo", str(repo), "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [b["id"] for b in json.loads(listed.stdout)] == [made["backup_id"]]
+
+    unknown = dr(
+        "restore",
+        "postgres",
+        "--database",
+        database,
+        "--repo",
+        str(repo),
+        "--backup-id",
+        "20200101T000000Z-0000",
+        "--yes",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert unknown.returncode == 2
+    assert "no complete backup with id" in one_error_line(unknown)
+
+    refused = dr(
+        "restore", "postgres", "--database", database, "--repo", str(repo), env=env, cwd=tmp_path
+    )
+    assert refused.returncode == 2
+    assert "--yes" in one_error_line(refused)
+
+    with pg_server.connect(dbname=database) as conn:
+        conn.execute("DELETE FROM notes")
+    restored = dr(
+        "restore",
+        "postgres",
+        "--database",
+        database,
+        "--repo",
+        str(repo),
+        "--yes",
+        "--json",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert restored.returncode == 0, restored.stderr
+    result = json.loads(restored.stdout)
+    assert result["backup_id"] == made["backup_id"] and result["rto_seconds"] > 0
+    with pg_server.connect(dbname=database) as conn:
+        assert conn.execute("SELECT count(*) FROM notes").fetchone() == (5000,)
+    for output in (backup, listed, unknown, refused, restored):
+        assert PASSWORD not in output.stdout + output.stderr
