@@ -60,8 +60,9 @@ def backup_database(
             counter.start()
             try:
                 chunks = progress.counted("dump", hashed(dump, raw))
+                compressed = compress(chunks, level=compression_level)
                 size = repository.store.put(
-                    prefix + DATA, hashed(compress(chunks, level=compression_level), stored)
+                    prefix + DATA, hashed(progress.counted("upload", compressed), stored)
                 )
             finally:
                 dump.kill()

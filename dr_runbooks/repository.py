@@ -186,7 +186,11 @@ class Repository:
     # -- writing ------------------------------------------------------------------------------
 
     def begin(
-        self, engine: str, system: str, database: str, backup_id: str,
+        self,
+        engine: str,
+        system: str,
+        database: str,
+        backup_id: str,
         now: datetime | None = None,
     ) -> str:
         """Create the store if needed and write the in-progress marker; return the folder."""
@@ -364,12 +368,19 @@ class Repository:
         retention_days: int | None = None,
         min_keep: int | None = None,
         include_legacy: bool = False,
+        kind: str | None = None,
     ) -> RetentionPlan:
-        """Backups older than the retention, keeping at least ``min_keep`` complete ones."""
+        """Backups older than the retention, keeping at least ``min_keep`` complete ones.
+
+        With ``kind``, only backups of that kind are considered (hourly backups can have a
+        shorter retention than the daily full ones beside them).
+        """
         now = now or datetime.now(UTC)
         days = self.retention_days if retention_days is None else retention_days
         keep_at_least = self.min_keep if min_keep is None else min_keep
         backups = self.backups(engine, system, database, include_legacy=include_legacy)
+        if kind is not None:
+            backups = [b for b in backups if b.manifest is not None and b.manifest.kind == kind]
         cutoff = now - timedelta(days=days)
         keep, delete = [], []
         for index, backup in enumerate(backups):  # newest first

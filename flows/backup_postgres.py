@@ -20,6 +20,7 @@ from pydantic import Field
 from dr_runbooks.report import Timeline
 from tasks._runtime import ensure_concurrency_limit
 from tasks.config import dr_load_target
+from tasks.notify import notify_on_failure
 from tasks.postgres import postgres_backup
 from tasks.report import report_publish
 from tasks.repository import (
@@ -31,7 +32,7 @@ from tasks.repository import (
 __all__ = ["backup_postgres"]
 
 
-@flow(name="backup-postgres", log_prints=True)
+@flow(name="backup-postgres", log_prints=True, on_failure=[notify_on_failure])
 def backup_postgres(
     system: str | None = Field(None, description="Protected system from dr.yaml."),
     database: str | None = Field(
@@ -50,6 +51,15 @@ def backup_postgres(
     kind: str = Field("full", description="Recorded in the manifest: full, hourly, manual…"),
     retention: bool = Field(True, description="Apply each repository's retention afterwards."),
     retention_dry_run: bool = Field(False, description="Only report what retention would delete."),
+    retention_days: int | None = Field(
+        None,
+        ge=0,
+        description="Override: keep backups of this kind only this many days "
+        "(e.g. 2 for hourly backups); default: each repository's retention, for all kinds.",
+    ),
+    retention_include_legacy: bool = Field(
+        False, description="Let retention delete the plan's script backups (backup_*.sql.gz) too."
+    ),
     role_passwords: bool = Field(
         False, description="Keep role password hashes (needs a superuser connection)."
     ),
@@ -82,7 +92,14 @@ def backup_postgres(
                 for repository in target.repositories:
                     pruned.append(
                         repository_apply_retention(
-                            repository, "postgres", target.system, name, dry_run=retention_dry_run
+                            repository,
+                            "postgres",
+                            target.system,
+                            name,
+                            dry_run=retention_dry_run,
+                            include_legacy=retention_include_legacy,
+                            retention_days=retention_days,
+                            kind=kind if retention_days is not None else None,
                         )
                     )
         data = manifest.objects[0]

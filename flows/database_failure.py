@@ -30,6 +30,7 @@ from dr_runbooks.repository import parse_time
 from tasks.approval import approval_gate
 from tasks.config import dr_load_target
 from tasks.health import http_wait_healthy
+from tasks.notify import notify_on_failure
 from tasks.postgres import (
     postgres_assess,
     postgres_restore,
@@ -42,7 +43,7 @@ from tasks.repository import backup_fetch_verified, repository_choose_backup
 __all__ = ["database_failure"]
 
 
-@flow(name="database-failure", log_prints=True)
+@flow(name="database-failure", log_prints=True, on_failure=[notify_on_failure])
 def database_failure(
     system: str | None = Field(None, description="Protected system from dr.yaml."),
     database: str | None = Field(

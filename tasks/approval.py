@@ -35,7 +35,7 @@ def approval_gate(title: str, plan_markdown: str, approved: bool, timeout_second
     logger().warning(
         "waiting up to %d s for approval in the Prefect UI: %s", timeout_seconds, title
     )
-    answer = pause_flow_run(wait_for_input=Approval, timeout=timeout_seconds)
+    answer = pause_flow_run(wait_for_input=Approval, timeout=timeout_seconds, poll_interval=2)
     if not answer.approve:
         raise Rejected(f"plan rejected: {answer.reason or 'no reason given'}")
     return f"approved in the UI: {answer.reason or 'no reason given'}"

@@ -76,9 +76,19 @@ def repository_apply_retention(
     database: str,
     dry_run: bool = False,
     include_legacy: bool = False,
+    retention_days: int | None = None,
+    kind: str | None = None,
 ) -> dict[str, Any]:
-    """Delete backups older than the repository's retention, keeping at least ``min_keep``."""
-    plan = repository.plan_retention(engine, system, database, include_legacy=include_legacy)
+    """Delete backups older than the repository's retention (or ``retention_days`` for backups
+    of ``kind``), keeping at least ``min_keep``."""
+    plan = repository.plan_retention(
+        engine,
+        system,
+        database,
+        include_legacy=include_legacy,
+        retention_days=retention_days,
+        kind=kind,
+    )
     log = logger()
     for backup in plan.delete:
         if dry_run:

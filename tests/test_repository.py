@@ -111,6 +111,22 @@ def test_retention_deletes_old_backups_but_keeps_min_keep(repo: Repository) -> N
     assert list(repo.store.list("postgres/s/db/20261104T000000Z-0004/")) == []
 
 
+def test_retention_by_kind_leaves_other_kinds_alone(repo: Repository) -> None:
+    for index, (days, kind) in enumerate(
+        [(0.1, "hourly"), (1, "hourly"), (3, "hourly"), (4, "hourly"), (3, "full"), (5, "full")]
+    ):
+        manifest = fake_backup(
+            repo, f"2026112{index}T000000Z-000{index}", NOW - timedelta(days=days)
+        )
+        path = repo.store.root / repo.prefix("postgres", "s", "db", manifest.id) / MANIFEST  # type: ignore[attr-defined]
+        path.write_text(manifest.model_copy(update={"kind": kind}).model_dump_json())
+    plan = repo.plan_retention(
+        "postgres", "s", "db", now=NOW, retention_days=2, min_keep=1, kind="hourly"
+    )
+    assert sorted(b.id for b in plan.delete) == ["20261122T000000Z-0002", "20261123T000000Z-0003"]
+    assert all(b.manifest and b.manifest.kind == "hourly" for b in plan.keep)
+
+
 def test_abandoned_attempts_older_than_a_day_are_removed_and_nothing_else(repo: Repository) -> None:
     fake_backup(repo, "20261120T000000Z-done", NOW - timedelta(days=8))
     old = repo.begin("postgres", "s", "db", "20261126T000000Z-dead", now=NOW - timedelta(days=2))

@@ -19,7 +19,7 @@ import zstandard
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
 from dr_runbooks.config import load_config
-from dr_runbooks.errors import RestoreVerificationFailed
+from dr_runbooks.errors import DRError, RestoreVerificationFailed
 from dr_runbooks.pgconn import ConnInfo
 from dr_runbooks.postgres import pg_tool
 from dr_runbooks.repository import MANIFEST, Repository
@@ -28,7 +28,7 @@ from dr_runbooks.status import system_status
 from dr_runbooks.store import LocalStore
 from flows.backup_postgres import backup_postgres
 from flows.verify_backups import verify_backups
-from tests.flows.conftest import use_database
+from tests.flows.conftest import PASSWORD, use_database
 from tests.pg_helpers import database_names, run_sql_file
 from tests.shared_data import shared_data
 
@@ -190,6 +190,16 @@ def test_a_stale_backup_is_reported_stale_and_notified(
     assert _states(config) == ["STALE"]
     [message] = receiver.messages
     assert "stale" in message["body"]
+
+
+def test_a_failed_backup_sends_one_notification(config: Path, receiver: Receiver) -> None:
+    path = use_database(config, "no_such_database")
+    with pytest.raises(DRError):
+        backup_postgres(system="shop", config_path=path)
+    [message] = receiver.messages
+    assert message["subject"] == "DR: backup-postgres failed for shop"
+    assert "no_such_database" in message["body"] and "flow run" in message["body"]
+    assert PASSWORD not in json.dumps(message)
 
 
 def test_leftover_verification_databases_are_removed(
