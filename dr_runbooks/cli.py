@@ -389,6 +389,95 @@ def backups_list_cmd(
     out.print(table if rows else "no backups")
 
 
+@backups_app.command("prune")
+def backups_prune_cmd(
+    system: str | None = SystemOpt,
+    repo: str | None = typer.Option(None, "--repo", "-r", help="Only this repository."),
+    engine: str = typer.Option("postgres", help="postgres or mongodb."),
+    database: str | None = DatabaseOpt,
+    include_legacy: bool = typer.Option(
+        False, "--include-legacy", help="Let retention delete the plan's script backups."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Apply retention now: delete backups older than each repository's retention, never
+    fewer than its min_keep, and attempts abandoned more than a day ago."""
+    from dr_runbooks.resolve import repositories_for, repository_from_spec
+
+    config = _config()
+    if system is None:
+        raise BadInput("name the system whose backups to prune (--system)")
+    declared = config.systems.get(system)
+    repos = (
+        [repository_from_spec(repo, config)]
+        if repo
+        else repositories_for(config, config.system(system))
+    )
+    engine = declared.engine if declared else engine
+    plans = []
+    for repository in repos:
+        if not repository.store.exists():
+            raise BadInput(f"repository does not exist: {repository.store.location}")
+        databases = (
+            [database]
+            if database
+            else sorted(
+                {b.database for b in repository.backups(engine, system, None, include_legacy=False)}
+            )
+        )
+        for name in databases:
+            plan = repository.plan_retention(engine, system, name, include_legacy=include_legacy)
+            plans.append((repository, name, plan))
+    doomed = [(r, b) for r, _, p in plans for b in p.delete]
+    abandoned = [(r, prefix) for r in repos for prefix in r.abandoned(engine)]
+    if doomed and not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise BadInput("prune deletes backups: confirm on a terminal or pass --yes")
+        for repository, backup in doomed:
+            err.print(
+                f"delete {backup.id} ({backup.consistent_point:%Y-%m-%d %H:%M} UTC) "
+                f"from {repository.name}"
+            )
+        if not typer.confirm(f"Delete {len(doomed)} backup(s)?", default=False, err=True):
+            raise typer.Abort()
+    if not dry_run:
+        for repository, backup in doomed:
+            repository.delete_backup(backup)
+        for repository, prefix in abandoned:
+            repository.abort(prefix)
+    rows = [
+        {
+            "repository": r.name,
+            "backup_id": b.id,
+            "database": b.database,
+            "consistent_point": b.consistent_point.isoformat(),
+            "legacy": b.legacy,
+            "action": "would delete" if dry_run else "deleted",
+        }
+        for r, b in doomed
+    ]
+    rows += [
+        {
+            "repository": r.name,
+            "backup_id": prefix,
+            "database": "",
+            "consistent_point": "",
+            "legacy": False,
+            "action": ("would remove" if dry_run else "removed") + " abandoned attempt",
+        }
+        for r, prefix in abandoned
+    ]
+    kept = sum(len(p.keep) for _, _, p in plans)
+    if json_output:
+        _emit({"kept": kept, "changes": rows, "dry_run": dry_run}, True)
+        return
+    for row in rows:
+        out.print(f"{row['action']} {row['backup_id']} in {row['repository']}")
+    out.print(f"kept {kept} backup(s)" + (" (dry run: nothing deleted)" if dry_run else ""))
+
+
 # -- status and verification ----------------------------------------------------------------
 
 

@@ -177,3 +177,46 @@ def test_backup_list_restore_round_trip(
         assert conn.execute("SELECT count(*) FROM notes").fetchone() == (5000,)
     for output in (backup, listed, unknown, refused, restored):
         assert PASSWORD not in output.stdout + output.stderr
+
+
+def test_prune_applies_retention_with_a_dry_run_first(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from dr_runbooks.repository import Repository
+    from dr_runbooks.store import LocalStore
+    from tests.test_repository import fake_backup
+
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    now = datetime.now(UTC)
+    for index, days in enumerate([1, 2, 3, 20, 40]):
+        fake_backup(
+            repo,
+            f"2026110{index}T000000Z-000{index}",
+            now - timedelta(days=days),
+            system="app",
+            database="shop",
+        )
+    (tmp_path / "dr.yaml").write_text(
+        f"repositories: {{local: {{type: local, path: {tmp_path / 'repo'}, retention_days: 7}}}}\n"
+        "systems: {app: {engine: postgres, databases: [shop], repositories: [local]}}\n"
+    )
+
+    dry = dr("backups", "prune", "--system", "app", "--dry-run", "--json", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert sorted(c["backup_id"] for c in json.loads(dry.stdout)["changes"]) == [
+        "20261103T000000Z-0003",
+        "20261104T000000Z-0004",
+    ]
+    assert len(repo.backups("postgres")) == 5
+
+    refused = dr("backups", "prune", "--system", "app", cwd=tmp_path)
+    assert refused.returncode == 2 and len(repo.backups("postgres")) == 5
+
+    done = dr("backups", "prune", "--system", "app", "--yes", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["kept"] == 3
+    assert [b.id for b in repo.backups("postgres")] == [
+        "20261100T000000Z-0000",
+        "20261101T000000Z-0001",
+        "20261102T000000Z-0002",
+    ]
