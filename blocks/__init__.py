@@ -3,7 +3,8 @@
 Register them with ``prefect block register -m blocks`` from the repository root.
 """
 
+from blocks.mongo import MongoDatabase
 from blocks.postgres import PostgresDatabase
 from blocks.repository import AzureBackupRepository, LocalBackupRepository
 
-__all__ = ["AzureBackupRepository", "LocalBackupRepository", "PostgresDatabase"]
+__all__ = ["AzureBackupRepository", "LocalBackupRepository", "MongoDatabase", "PostgresDatabase"]

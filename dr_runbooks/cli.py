@@ -663,9 +663,8 @@ def drill_cmd(
         raise typer.Exit(1)
 
 
+# The MongoDB commands register themselves on the sub-apps above (before __main__ runs).
+from dr_runbooks import cli_mongo  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-
-# The MongoDB commands register themselves on the sub-apps above.
-from dr_runbooks import cli_mongo  # noqa: E402, F401

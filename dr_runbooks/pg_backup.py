@@ -9,6 +9,7 @@ manifest is written, so the attempt never shows up as a backup.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -160,7 +161,9 @@ def fetch_backup(
     Raises :class:`ChecksumMismatch` (and leaves nothing behind) if any object differs from the
     manifest: this happens before anything touches a database.
     """
-    directory = Path(tempfile.mkdtemp(prefix="dr-restore-", dir=workdir))
+    # DR_WORK_DIR: where a restore unpacks the dump (it needs the dump's uncompressed size).
+    base = workdir or (Path(os.environ["DR_WORK_DIR"]) if os.environ.get("DR_WORK_DIR") else None)
+    directory = Path(tempfile.mkdtemp(prefix="dr-restore-", dir=base))
     try:
         if backup.legacy_key:
             return _fetch_legacy(repository, backup, directory)

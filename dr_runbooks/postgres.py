@@ -386,13 +386,10 @@ class DumpStream:
         assert self.process.stdout is not None and self.process.stderr is not None
         stderr = _StderrCollector(self.process.stderr)
         stderr.start()
-        try:
-            while chunk := self.process.stdout.read(1 << 20):
-                yield chunk
-        finally:
-            if self.process.poll() is None and self.process.stdout.closed is False:
-                # The consumer stopped early (its own failure): do not leave pg_dump running.
-                pass
+        # A consumer that stops early (its own failure) closes this generator; the owner then
+        # calls kill() so pg_dump does not linger.
+        while chunk := self.process.stdout.read(1 << 20):
+            yield chunk
         code = self.process.wait()
         stderr.join(timeout=10)
         if code != 0:

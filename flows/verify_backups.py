@@ -26,9 +26,15 @@ from pydantic import Field
 
 from dr_runbooks.config import load_config
 from dr_runbooks.errors import DRError, RestoreVerificationFailed
+from dr_runbooks.mongo.connection import MongoTarget, mongo_connection_override
 from dr_runbooks.report import Timeline, human_duration
 from dr_runbooks.resolve import Target, connection_override
 from tasks.config import dr_load_target
+from tasks.mongodb import (
+    mongodb_drop_leftover_verifications,
+    mongodb_load_target,
+    mongodb_verify_backup,
+)
 from tasks.notify import notify_send
 from tasks.postgres import postgres_drop_database, postgres_restore, postgres_verify_restore
 from tasks.report import report_publish
@@ -63,11 +69,18 @@ def verify_backups(
     names = systems or sorted(config.systems)
     results: list[dict[str, Any]] = []
     for name in names:
+        engine = config.system(name).engine
         with timeline.step(f"load {name}"):
-            target = dr_load_target(name, config_path=config_path)
-        for database in target.databases:
+            target: Any
+            if engine == "mongodb":
+                target = mongodb_load_target(name, config_path=config_path)
+                databases = target.databases or _databases_in_repository(target.primary, name)
+            else:
+                target = dr_load_target(name, config_path=config_path)
+                databases = target.databases
+        for database in databases:
             with timeline.step(f"verify {name}/{database}"):
-                results.append(_verify_one(target, database, verify_server, config))
+                results.append(_verify_one(engine, target, database, verify_server, config))
     bad = [r for r in results if r["outcome"] != "ok"]
     report_publish(
         "verify-backups",
@@ -91,8 +104,15 @@ def verify_backups(
     return results
 
 
+def _databases_in_repository(repository: Any, system: str) -> list[str]:
+    """A system declared without databases: verify every database it has backups of."""
+    if not repository.store.exists():
+        return []
+    return sorted({b.database for b in repository.backups("mongodb", system, None)})
+
+
 def _verify_one(
-    target: Target, database: str, verify_server: str | None, config: Any
+    engine: str, target: Any, database: str, verify_server: str | None, config: Any
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
     repository = target.primary
@@ -106,7 +126,7 @@ def _verify_one(
         "detail": "",
         "started": now.isoformat(),
     }
-    backup = repository_newest_backup(repository, target.engine, target.system, database)
+    backup = repository_newest_backup(repository, engine, target.system, database)
     if backup is None:
         result.update(outcome="missing", detail="no complete backup")
         return result
@@ -126,7 +146,10 @@ def _verify_one(
         "problems": list(problems),
     }
     if not problems:
-        restored = _test_restore(target, backup, database, verify_server)
+        if engine == "mongodb":
+            restored = _test_restore_mongodb(target, backup, verify_server, config)
+        else:
+            restored = _test_restore(target, backup, database, verify_server)
         record.update(restored)
         problems = record["problems"]
     record["finished"] = datetime.now(UTC).isoformat()
@@ -149,10 +172,6 @@ def _test_restore(
     target: Target, backup: Any, database: str, verify_server: str | None
 ) -> dict[str, Any]:
     """Restore into a temporary database, verify, and always drop it."""
-    if target.engine != "postgres":
-        from flows._verify_mongodb import test_restore_mongodb
-
-        return test_restore_mongodb(target, backup, database)
     system_cfg = target.config.systems.get(target.system)
     server_spec = verify_server or (
         f"env:{system_cfg.verify_server_env}"
@@ -190,4 +209,35 @@ def _test_restore(
     finally:
         with contextlib.suppress(Exception):
             postgres_drop_database(conninfo, temp)
+    return outcome
+
+
+def _test_restore_mongodb(
+    target: MongoTarget, backup: Any, verify_server: str | None, config: Any
+) -> dict[str, Any]:
+    """The MongoDB test restore: a temporary database, compared with the manifest, dropped."""
+    system_cfg = config.systems.get(target.system)
+    server_spec = verify_server or (
+        f"env:{system_cfg.verify_server_env}"
+        if system_cfg and system_cfg.verify_server_env
+        else None
+    )
+    conninfo = mongo_connection_override(server_spec)[0] if server_spec else target.conninfo
+    mongodb_drop_leftover_verifications(conninfo)
+    result = mongodb_verify_backup(conninfo, target.primary, backup)
+    outcome: dict[str, Any] = {
+        "server": conninfo.describe(),
+        "problems": list(result["problems"]),
+        "compared": {
+            "collections": result["collections"],
+            "documents": result["documents"],
+            "counts_and_indexes": True,
+            "oplog": result.get("oplog"),
+        },
+    }
+    if not result["problems"]:
+        outcome["detail"] = (
+            f"restored {result['collections']} collections, "
+            f"{result['documents']} documents matching the manifest"
+        )
     return outcome

@@ -20,6 +20,7 @@ __all__ = [
     "mongodb_assess",
     "mongodb_backup",
     "mongodb_drop_database",
+    "mongodb_drop_leftover_verifications",
     "mongodb_fetch_verified",
     "mongodb_list_databases",
     "mongodb_load_target",
@@ -192,13 +193,15 @@ def mongodb_restore(
     conninfo: MongoConnInfo,
     fetched: mongo_restore.FetchedDump,
     plan: mongo_restore.RestorePlan,
+    indexes: bool = True,
 ) -> dict[str, Any]:
     """Restore into the NEW side database: collections with their options, documents,
-    indexes, views. On failure the side database is dropped; the target was never touched."""
+    indexes (unless they wait for the oplog replay), views. On failure the side database is
+    dropped; the target was never touched."""
     client = conninfo.client()
     try:
         with reported_progress("restore"), fetched.open() as dump:
-            result = mongo_restore.restore_into_side(client, dump, plan)
+            result = mongo_restore.restore_into_side(client, dump, plan, indexes=indexes)
     finally:
         client.close()
     for side, names in result["databases"].items():
@@ -208,13 +211,16 @@ def mongodb_restore(
 
 @task(cache_policy=NO_CACHE)
 def mongodb_verify_restore(
-    conninfo: MongoConnInfo, plan: mongo_restore.RestorePlan
+    conninfo: MongoConnInfo,
+    plan: mongo_restore.RestorePlan,
+    counts: bool = True,
+    indexes: bool = True,
 ) -> dict[str, Any]:
     """Document counts and index names of every collection against the manifest (or the
-    dump's own counts)."""
+    dump's own counts); ``counts``/``indexes`` false skips those."""
     client = conninfo.client()
     try:
-        result = mongo_restore.verify_restore(client, plan)
+        result = mongo_restore.verify_restore(client, plan, counts=counts, indexes=indexes)
     finally:
         client.close()
     if result["problems"]:
@@ -222,9 +228,10 @@ def mongodb_verify_restore(
             "the restored data failed verification: " + "; ".join(result["problems"][:5])
         )
     logger().info(
-        "verified: %d collections, %d documents match; every index is there",
+        "verified %d collections:%s%s",
         result["collections"],
-        result["documents"],
+        f" {result['documents']} documents as the manifest says" if counts else "",
+        " every index is there" if indexes else "",
     )
     return result
 
@@ -234,12 +241,16 @@ def mongodb_replay_oplog(
     conninfo: MongoConnInfo,
     fetched: mongo_restore.FetchedDump,
     plan: mongo_restore.RestorePlan,
+    metadata_indexes: bool = True,
 ) -> dict[str, Any]:
-    """Apply the archive's oplog to the side database, up to the backup's consistent point."""
+    """Apply the archive's oplog to the side database, up to the backup's consistent point,
+    then build the indexes that waited for it."""
     client = conninfo.client()
     try:
         with fetched.open() as dump:
-            result = mongo_restore.replay_oplog(client, dump, plan)
+            result = mongo_restore.replay_oplog(
+                client, dump, plan, metadata_indexes=metadata_indexes
+            )
     finally:
         client.close()
     logger().info(
@@ -278,6 +289,19 @@ def mongodb_drop_database(conninfo: MongoConnInfo, name: str) -> None:
         mongo_restore.drop_database(client, name)
     finally:
         client.close()
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def mongodb_drop_leftover_verifications(conninfo: MongoConnInfo) -> list[str]:
+    """Drop temporary verification databases a crashed run left behind."""
+    client = conninfo.client()
+    try:
+        leftovers = mongo_restore.drop_leftovers(client)
+    finally:
+        client.close()
+    for name in leftovers:
+        logger().warning("dropped leftover verification database %s", name)
+    return leftovers
 
 
 @task(cache_policy=NO_CACHE)

@@ -84,7 +84,11 @@ def postgres_restore(
     left behind and the original database was never touched.
     """
     if postgres.database_exists(conninfo, target):
-        raise RestoreFailed(f"database {target} already exists; refusing to restore over it")
+        if "__restore_" not in target and "__verify_" not in target:
+            raise RestoreFailed(f"database {target} already exists; refusing to restore over it")
+        # Our own side database, left by an attempt that crashed: it never became live.
+        logger().warning("dropping %s, left by an earlier attempt that did not finish", target)
+        postgres.drop_database(conninfo, target)
     created = postgres.ensure_roles(conninfo, fetched.roles)
     if created:
         logger().info("created missing roles: %s", ", ".join(created))

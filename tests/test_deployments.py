@@ -102,6 +102,12 @@ def test_hourly_backup_every_hour_but_0200() -> None:
     assert set(days.values()) == {23}
 
 
+def test_mongodb_backup_at_0300_every_day() -> None:
+    times = fire_times(_schedule("mongodb-backup-daily"))
+    assert {(t.hour, t.minute) for t in times} == {(3, 0)}
+    assert len({t.date() for t in times}) == len(times) == (END - START).days
+
+
 def test_verification_at_0400_every_day() -> None:
     times = fire_times(_schedule("verify-backups-daily"))
     assert {(t.hour, t.minute) for t in times} == {(4, 0)}

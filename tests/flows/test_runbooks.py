@@ -224,3 +224,20 @@ def test_two_backups_of_one_database_never_overlap(
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(f"dr-backup-postgres-shop-{database}")
     assert limit.limit == 1
+
+
+def test_a_side_database_left_by_a_crashed_attempt_is_replaced(
+    pg_server: ConnInfo, make_database, system_config: Path
+) -> None:
+    database = make_database("crashed")
+    _seed(pg_server, database, rows=500)
+    config = use_database(system_config, database)
+    made = backup_postgres(system="shop", config_path=config, retention=False)[0]
+    leftover = f"{database}__restore_{made['backup_id']}"
+    with pg_server.connect(dbname="postgres") as conn:
+        conn.execute(f'CREATE DATABASE "{leftover}"')
+
+    result = database_failure(system="shop", approved=True, config_path=config)
+
+    assert result["backup_id"] == made["backup_id"]
+    assert database_names(pg_server, f"{database}\\_\\_restore%") == []
