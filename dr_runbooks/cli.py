@@ -612,7 +612,8 @@ def serve_cmd(
     deployments = load_deployments(file)
     for deployment in deployments:
         schedules = ", ".join(str(s.schedule) for s in deployment.schedules or []) or "manual"
-        out.print(f"{deployment.name}: {deployment.entrypoint} [{schedules}]")
+        out.print(f"{deployment.name}: {deployment.entrypoint} [{schedules}]", soft_wrap=True,
+                  markup=False)
     if list_only:
         return
     from prefect import serve

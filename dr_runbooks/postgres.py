@@ -532,6 +532,11 @@ def finish_database(conninfo: ConnInfo, name: str, settings: DatabaseSettings) -
                 ) from None
 
 
+#: Session settings for pg_restore's connections: index builds get memory, and commits do not
+#: wait for the WAL flush (a half-restored side database is dropped, never used).
+RESTORE_SESSION_SETTINGS = {"maintenance_work_mem": "256MB", "synchronous_commit": "off"}
+
+
 def pg_restore(
     conninfo: ConnInfo, database: str, dump: Path, jobs: int = 2, no_owner: bool = False
 ) -> None:
@@ -546,9 +551,12 @@ def pg_restore(
     if no_owner:
         argv += ["--no-owner", "--no-acl"]
     argv.append(str(dump))
+    env = conninfo.child_env(dbname=database)
+    settings = " ".join(f"-c {k}={v}" for k, v in RESTORE_SESSION_SETTINGS.items())
+    env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {settings}".strip()
     process = subprocess.Popen(
         argv,
-        env=conninfo.child_env(dbname=database),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

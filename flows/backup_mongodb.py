@@ -22,6 +22,7 @@ from pydantic import Field
 from dr_runbooks.report import Timeline
 from tasks._runtime import ensure_concurrency_limit
 from tasks.mongodb import mongodb_backup, mongodb_list_databases, mongodb_load_target
+from tasks.notify import notify_on_failure
 from tasks.report import report_publish
 from tasks.repository import (
     repository_apply_retention,
@@ -32,7 +33,7 @@ from tasks.repository import (
 __all__ = ["backup_mongodb"]
 
 
-@flow(name="backup-mongodb", log_prints=True)
+@flow(name="backup-mongodb", log_prints=True, on_failure=[notify_on_failure])
 def backup_mongodb(
     system: str | None = Field(None, description="Protected system from dr.yaml."),
     database: str | None = Field(

@@ -50,13 +50,14 @@ from tasks.mongodb import (
     mongodb_swap,
     mongodb_verify_restore,
 )
+from tasks.notify import notify_on_failure
 from tasks.report import report_publish
 from tasks.repository import repository_choose_backup
 
 __all__ = ["database_failure_mongodb"]
 
 
-@flow(name="database-failure-mongodb", log_prints=True)
+@flow(name="database-failure-mongodb", log_prints=True, on_failure=[notify_on_failure])
 def database_failure_mongodb(
     system: str | None = Field(None, description="Protected system from dr.yaml."),
     database: str | None = Field(
