@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
 from dr_runbooks import postgres, progress
 from dr_runbooks.errors import ChecksumMismatch, DumpFailed, OperationFailed
 from dr_runbooks.pgconn import ConnInfo, first_line
 from dr_runbooks.repository import Backup, Manifest, ObjectEntry, Repository, new_backup_id
-from dr_runbooks.streams import Digest, compress, decompress, hashed, read_chunks
+from dr_runbooks.streams import Digest, compress, hashed, read_chunks
 
 __all__ = ["FetchedBackup", "backup_database", "copy_backup", "fetch_backup"]
 
@@ -174,30 +178,65 @@ def fetch_backup(
         progress.start("download", manifest.size)
         for entry in manifest.objects:
             digest = Digest()
+            unpack_error: BaseException | None = None
+            content = b""
             with repository.store.open(backup.prefix + entry.name) as handle:
                 chunks = hashed(
                     progress.counted("download", read_chunks(handle), restart=False), digest
                 )
                 if entry.name == DATA:
-                    with open(dump_path, "wb") as out:
-                        for piece in decompress(chunks):
-                            out.write(piece)
+                    unpack_error = _decompress_to_file(chunks, dump_path)
                 else:
                     content = b"".join(chunks)
-                    if entry.name == ROLES:
-                        roles = json.loads(content) if content else {}
+            # The checksum decides first: corrupt bytes also fail to unpack or parse.
             if digest.size != entry.size or digest.sha256 != entry.sha256:
                 raise ChecksumMismatch(
                     f"backup {manifest.id}: {entry.name} is corrupt (size {digest.size}, sha256 "
                     f"{digest.sha256[:16]}…; manifest: size {entry.size}, sha256 "
                     f"{entry.sha256[:16]}…)"
                 )
+            if unpack_error is not None:
+                raise OperationFailed(f"cannot unpack {entry.name}: {unpack_error}")
+            if entry.name == ROLES:
+                roles = json.loads(content) if content else {}
         settings_data = manifest.details.get("database_settings")
         settings = postgres.DatabaseSettings.from_dict(settings_data) if settings_data else None
         return FetchedBackup(backup, directory, dump_path, roles, settings)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
+
+
+def _decompress_to_file(chunks: Iterator[bytes], path: Path) -> BaseException | None:
+    """Download and hash on this thread while another decompresses and writes, so the fetch
+    costs about the slower of the two rather than their sum."""
+    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+    failure: list[BaseException] = []
+
+    def writer() -> None:
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        try:
+            with open(path, "wb") as out:
+                while (chunk := pending.get()) is not None:
+                    if not failure:
+                        out.write(decompressor.decompress(chunk))
+        except BaseException as exc:  # reported on the downloading thread
+            failure.append(exc)
+            while pending.get() is not None:  # drain so the producer never blocks
+                pass
+
+    thread = threading.Thread(target=writer, name="dr-unpack", daemon=True)
+    thread.start()
+    try:
+        for chunk in chunks:
+            # After a failure keep downloading: the checksum, checked by the caller, tells
+            # corruption in the repository from a local problem (a full disk).
+            if not failure:
+                pending.put(chunk)
+    finally:
+        pending.put(None)
+        thread.join()
+    return failure[0] if failure else None
 
 
 def _fetch_legacy(repository: Repository, backup: Backup, directory: Path) -> FetchedBackup:

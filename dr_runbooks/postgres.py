@@ -585,7 +585,8 @@ def _report_reads(process: subprocess.Popen[bytes], step: str, total: int) -> No
         parent = None
     while True:
         try:
-            process.wait(timeout=0.5)
+            # children() scans all of /proc: once a second is plenty for a progress bar.
+            process.wait(timeout=1.0)
             break
         except subprocess.TimeoutExpired:
             pass
