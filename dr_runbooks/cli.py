@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -118,27 +118,45 @@ def _config() -> Config:
 # -- running flows ------------------------------------------------------------------------------
 
 
+_FLOW_COMMANDS = {"backup", "restore", "drill", "verify", "serve"}
+_local_server: Any = None
+_settings = ExitStack()
+
+
 def _prepare_prefect() -> None:
     """Make Prefect usable offline: a temporary local server when none is configured or the
     configured one does not answer (a disaster may have taken it)."""
+    global _local_server
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    api = os.environ.get("PREFECT_API_URL")
-    if api:
-        import urllib.request
-
-        try:
-            urllib.request.urlopen(api.rstrip("/") + "/health", timeout=3).close()
-        except Exception:
-            err.print(
-                f"Prefect API {api} does not answer; running with a temporary local server",
-                style="yellow",
-            )
-            os.environ.pop("PREFECT_API_URL")
     if not opts.debug:
         # Quiet the console only; the run's logs still reach the Prefect API at INFO.
         for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
             os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    if not words or words[0] not in _FLOW_COMMANDS or "--help" in sys.argv:
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from dr_runbooks.local_server import LocalServer, is_healthy
+
+    api = PREFECT_API_URL.value()
+    if api and is_healthy(api):
+        return
+    if api:
+        err.print(
+            f"Prefect API {api} does not answer; running with a temporary local server",
+            style="yellow",
+        )
+    _local_server = LocalServer()
+    url = _local_server.start()
+    os.environ["PREFECT_API_URL"] = url
+    _settings.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+
+
+def _await_server() -> None:
+    if _local_server is not None:
+        _local_server.wait(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
 
 
 @contextmanager
@@ -168,6 +186,7 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
 
 def _run(call: Callable[[], T], json_output: bool, status: str) -> T:
     install_log_redaction()
+    _await_server()
     spinner = err.status(status) if not json_output else nullcontext()
     with _progress_bars(not json_output), spinner:
         return call()
@@ -612,12 +631,16 @@ def serve_cmd(
     deployments = load_deployments(file)
     for deployment in deployments:
         schedules = ", ".join(str(s.schedule) for s in deployment.schedules or []) or "manual"
-        out.print(f"{deployment.name}: {deployment.entrypoint} [{schedules}]", soft_wrap=True,
-                  markup=False)
+        out.print(
+            f"{deployment.name}: {deployment.entrypoint} [{schedules}]",
+            soft_wrap=True,
+            markup=False,
+        )
     if list_only:
         return
     from prefect import serve
 
+    _await_server()
     serve(*deployments)  # type: ignore[arg-type]
 
 

@@ -220,3 +220,27 @@ def test_prune_applies_retention_with_a_dry_run_first(tmp_path: Path) -> None:
         "20261101T000000Z-0001",
         "20261102T000000Z-0002",
     ]
+
+
+def test_a_dead_prefect_server_does_not_stop_a_backup(
+    pg_server: ConnInfo, make_database, tmp_path: Path, dsn: str
+) -> None:
+    """A disaster may have taken the Prefect server too: the CLI runs on a temporary one."""
+    database = make_database("noserver")
+    with pg_server.connect(dbname=database) as conn:
+        conn.execute("CREATE TABLE t AS SELECT 1 AS id")
+    dead = "http://127.0.0.1:9/api"  # the discard port: nothing listens there
+    result = dr(
+        "backup",
+        "postgres",
+        "--database",
+        database,
+        "--repo",
+        str(tmp_path / "r"),
+        "--json",
+        env={"DR_DSN": dsn, "PREFECT_API_URL": dead},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Prefect API {dead} does not answer" in result.stderr
+    assert json.loads(result.stdout)[0]["rows"] == 1
