@@ -197,6 +197,8 @@ def resolve_target(
         config.system(system)  # raises: unknown system
     if declared is None and connection is None:
         raise ConfigError("name a system from dr.yaml or give a connection (--dsn)")
+    if declared is not None and declared.engine != "postgres":
+        raise ConfigError(f"system {system!r} is a {declared.engine} system, not postgres")
     conninfo = connection_override(connection) if connection else connection_for(declared)  # type: ignore[arg-type]
     if database:
         databases = [database]

@@ -244,3 +244,13 @@ def test_a_dead_prefect_server_does_not_stop_a_backup(
     assert result.returncode == 0, result.stderr
     assert f"Prefect API {dead} does not answer" in result.stderr
     assert json.loads(result.stdout)[0]["rows"] == 1
+
+
+def test_a_system_of_the_other_engine_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "dr.yaml").write_text(
+        f"repositories: {{local: {{type: local, path: {tmp_path}}}}}\n"
+        "systems: {docs: {engine: mongodb, repositories: [local]}}\n"
+    )
+    result = dr("backup", "postgres", "--system", "docs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is a mongodb system, not postgres" in one_error_line(result)
