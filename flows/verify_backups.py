@@ -168,18 +168,21 @@ def _verify_one(
     return result
 
 
+def _server_spec(verify_server: str | None, config: Any, system: str) -> str | None:
+    """Where to test-restore: the run's parameter, else the system's verify_server_env, else
+    None (the system's own server)."""
+    declared = config.systems.get(system)
+    if verify_server:
+        return verify_server
+    return f"env:{declared.verify_server_env}" if declared and declared.verify_server_env else None
+
+
 def _test_restore(
     target: Target, backup: Any, database: str, verify_server: str | None
 ) -> dict[str, Any]:
     """Restore into a temporary database, verify, and always drop it."""
-    system_cfg = target.config.systems.get(target.system)
-    server_spec = verify_server or (
-        f"env:{system_cfg.verify_server_env}"
-        if system_cfg and system_cfg.verify_server_env
-        else None
-    )
+    server_spec = _server_spec(verify_server, target.config, target.system)
     conninfo = connection_override(server_spec) if server_spec else target.conninfo
-    postgres_drop_leftover_verifications(conninfo)
     temp = f"{database}{VERIFY_MARK}{backup.id}"[:63]
     outcome: dict[str, Any] = {
         "server": conninfo.describe("postgres"),
@@ -187,6 +190,8 @@ def _test_restore(
         "problems": [],
     }
     try:
+        # An unreachable verification server fails this verification (recorded, notified).
+        postgres_drop_leftover_verifications(conninfo)
         fetched = backup_fetch_verified(target.primary, backup)
         try:
             postgres_restore(conninfo, fetched, temp)
@@ -216,12 +221,7 @@ def _test_restore_mongodb(
     target: MongoTarget, backup: Any, verify_server: str | None, config: Any
 ) -> dict[str, Any]:
     """The MongoDB test restore: a temporary database, compared with the manifest, dropped."""
-    system_cfg = config.systems.get(target.system)
-    server_spec = verify_server or (
-        f"env:{system_cfg.verify_server_env}"
-        if system_cfg and system_cfg.verify_server_env
-        else None
-    )
+    server_spec = _server_spec(verify_server, config, target.system)
     conninfo = mongo_connection_override(server_spec)[0] if server_spec else target.conninfo
     mongodb_drop_leftover_verifications(conninfo)
     result = mongodb_verify_backup(conninfo, target.primary, backup)

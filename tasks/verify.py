@@ -57,7 +57,7 @@ def repository_record_verification(
     return key
 
 
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
 def postgres_drop_leftover_verifications(conninfo: ConnInfo) -> list[str]:
     """Drop temporary verification databases a crashed run left behind."""
     pattern = "%" + VERIFY_MARK.replace("_", "\\_") + "%"

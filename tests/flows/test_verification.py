@@ -272,3 +272,19 @@ def test_status_without_backups_is_missing_and_exits_non_zero(config: Path) -> N
 def test_local_store_is_what_primary_means(config: Path, tmp_path: Path) -> None:
     assert isinstance(_primary(config).store, LocalStore)
     assert Path(_primary(config).store.location) == tmp_path / "primary"
+
+
+def test_a_separate_verification_server_is_used_when_named(
+    pg_server: ConnInfo, make_database, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = make_database("elsewhere")
+    _seed(pg_server, database)
+    path = use_database(config, database)
+    backup_postgres(system="shop", config_path=path)
+    monkeypatch.setenv(
+        "DR_TEST_VERIFY_DSN", f"postgresql://verifier_probe@/postgres?host={pg_server.host}"
+    )
+
+    with pytest.raises(RestoreVerificationFailed, match="verifier_probe"):
+        # The role does not exist there: proof that the named server, not the source, was used.
+        verify_backups(verify_server="env:DR_TEST_VERIFY_DSN", notify=False, config_path=path)
