@@ -15,7 +15,6 @@ refuses to dump a server newer than itself.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -739,10 +738,6 @@ def list_databases(conninfo: ConnInfo, pattern: str) -> list[str]:
                 "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (pattern,)
             )
         ]
-
-
-def roles_json(snapshot: Snapshot) -> bytes:
-    return json.dumps(snapshot.roles, indent=2).encode()
 
 
 def create_plain_database(conninfo: ConnInfo, name: str) -> None:

@@ -26,7 +26,6 @@ import json
 import re
 import secrets
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -451,12 +450,3 @@ class Repository:
             except (ValueError, OperationFailed):
                 continue
         return records
-
-
-def sha256_of(chunks: Iterable[bytes]) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in chunks:
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
 
 __all__ = ["RedactingFilter", "install_log_redaction", "redact", "register_secret"]
 
@@ -36,11 +35,6 @@ def register_secret(value: str | None) -> None:
     if value and len(value) >= 3:
         with _lock:
             _secrets.add(value)
-
-
-def register_secrets(values: Iterable[str | None]) -> None:
-    for value in values:
-        register_secret(value)
 
 
 def redact(text: str) -> str:

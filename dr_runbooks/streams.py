@@ -1,4 +1,4 @@
-"""Streaming building blocks: compress, hash and count bytes as they flow, in bounded memory."""
+"""Streaming building blocks: compress and hash bytes as they flow, in bounded memory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import IO
 
 import zstandard
 
-__all__ = ["Digest", "compress", "decompress_to", "hashed", "read_chunks"]
+__all__ = ["Digest", "compress", "hashed", "read_chunks"]
 
 CHUNK = 1 << 20
 
@@ -52,20 +52,3 @@ def compress(chunks: Iterable[bytes], level: int = 3, threads: int = 2) -> Itera
     tail = compressor.flush()
     if tail:
         yield tail
-
-
-def decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    for chunk in chunks:
-        out = decompressor.decompress(chunk)
-        if out:
-            yield out
-
-
-def decompress_to(chunks: Iterable[bytes], target: IO[bytes]) -> int:
-    """Decompress a zstd stream into ``target``; return the bytes written."""
-    written = 0
-    for out in decompress(chunks):
-        target.write(out)
-        written += len(out)
-    return written
