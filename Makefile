@@ -24,10 +24,12 @@ drill: $(STAMP)
 test: $(STAMP) node_modules/.bin/azurite-blob
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## make check: ruff and mypy
+## make check: ruff, mypy and the layer contracts (import-linter)
 check: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy dr_runbooks flows tasks blocks
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy dr_runbooks flows tasks blocks cli
+	$(BIN)/lint-imports
 
 ## make bench: the backup/restore benchmark (~1 GB database; takes several minutes)
 bench: $(STAMP) node_modules/.bin/azurite-blob

@@ -57,8 +57,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from dr_runbooks.pgconn import ConnInfo  # noqa: E402
-from dr_runbooks.postgres import pg_tool  # noqa: E402
+from dr_runbooks.postgres.connection import ConnInfo  # noqa: E402
+from dr_runbooks.postgres.tools import pg_tool  # noqa: E402
 from tests.azurite import Azurite  # noqa: E402
 
 MB = 1024 * 1024

@@ -3,8 +3,16 @@
 Register them with ``prefect block register -m blocks`` from the repository root.
 """
 
+from blocks.loading import PREFECT_BLOCKS, load_block
 from blocks.mongo import MongoDatabase
 from blocks.postgres import PostgresDatabase
 from blocks.repository import AzureBackupRepository, LocalBackupRepository
 
-__all__ = ["AzureBackupRepository", "LocalBackupRepository", "MongoDatabase", "PostgresDatabase"]
+__all__ = [
+    "PREFECT_BLOCKS",
+    "AzureBackupRepository",
+    "LocalBackupRepository",
+    "MongoDatabase",
+    "PostgresDatabase",
+    "load_block",
+]

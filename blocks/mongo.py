@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from dr_runbooks.errors import BadInput
 from dr_runbooks.mongo.connection import SYSTEM_DATABASES, MongoConnInfo, check_database_name
-from dr_runbooks.secrets import register_secret
+from dr_runbooks.redaction import register_secret
 
 __all__ = ["MongoDatabase"]
 

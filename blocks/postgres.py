@@ -7,8 +7,8 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
-from dr_runbooks.pgconn import ConnInfo
-from dr_runbooks.secrets import register_secret
+from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.redaction import register_secret
 
 __all__ = ["PostgresDatabase"]
 
@@ -45,7 +45,7 @@ class PostgresDatabase(Block):
         return self
 
     def conninfo(self) -> ConnInfo:
-        """The connection details as :class:`~dr_runbooks.pgconn.ConnInfo`."""
+        """The connection details as :class:`~dr_runbooks.postgres.ConnInfo`."""
         if self.dsn is not None:
             info = ConnInfo.from_dsn(self.dsn.get_secret_value())
             return info if self.dbname is None else info.with_dbname(self.dbname)

@@ -1,7 +1,7 @@
 """Backup repository blocks: a local directory and an Azure Blob Storage container.
 
 Both produce a :class:`~dr_runbooks.repository.Repository` over a
-:class:`~dr_runbooks.store.Store`, with the repository's own retention.
+:class:`~dr_runbooks.storage.Store`, with the repository's own retention.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
+from dr_runbooks.redaction import register_secret
 from dr_runbooks.repository import Repository
-from dr_runbooks.secrets import register_secret
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
+from dr_runbooks.targets import azure_container_client
 
 __all__ = ["AzureBackupRepository", "LocalBackupRepository"]
 
@@ -65,8 +66,6 @@ class AzureBackupRepository(Block):
 
     def get_container_client(self):  # type: ignore[no-untyped-def]
         """The ``ContainerClient`` (the client factory of this block)."""
-        from dr_runbooks.resolve import azure_container_client
-
         secret_cs = self.connection_string.get_secret_value() if self.connection_string else None
         sas = self.sas_token.get_secret_value() if self.sas_token else None
         register_secret(secret_cs)
@@ -79,7 +78,7 @@ class AzureBackupRepository(Block):
         )
 
     def get_repository(self, name: str = "") -> Repository:
-        from dr_runbooks.azure_store import AzureBlobStore
+        from dr_runbooks.storage.azure import AzureBlobStore
 
         store = AzureBlobStore(self.get_container_client())
         return Repository(store, name or store.location, self.retention_days, self.min_keep)

@@ -6,19 +6,21 @@
     ├── BadInput                 the caller asked for something that cannot be done (exit 2);
     │   │                        nothing was changed
     │   ├── ConfigError          dr.yaml, a block or an option is wrong or contradictory
+    │   ├── ConnectionFailed     a server refused the credentials, or has no such database
     │   ├── RepositoryNotFound   a repository (directory or container) that does not exist
     │   ├── BackupNotFound       no backup with that id, or none before a time
-    │   └── InvalidArchive       a file that is not what it claims (a broken mongodump archive)
+    │   ├── InvalidArchive       a file that is not what it claims (a broken mongodump archive)
+    │   └── Rejected             a person rejected the plan of a destructive step
     └── OperationFailed          something that should have worked did not (exit 1)
+        ├── ServerUnreachable    a server cannot be reached now (transient: retried)
         ├── ObjectNotFound       a store has no object under that key
         ├── ChecksumMismatch     an object's bytes differ from its manifest
         ├── DumpFailed           pg_dump / mongodump exited non-zero (its own message kept)
         ├── RestoreFailed        pg_restore / the restore engine failed
-        ├── RestoreVerificationFailed  the restored data differs from the manifest
-        └── ConcurrentBackup     another backup of the same database is running
+        └── RestoreVerificationFailed  the restored data differs from the manifest
 
 Every message is one line a person can act on, and never contains a secret: the code that
-raises these passes DSNs and URIs through :func:`dr_runbooks.secrets.redact` first.
+raises these passes DSNs and URIs through :func:`dr_runbooks.redaction.redact` first.
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ __all__ = [
     "BackupNotFound",
     "BadInput",
     "ChecksumMismatch",
-    "ConcurrentBackup",
     "ConfigError",
+    "ConnectionFailed",
     "DRError",
     "DumpFailed",
     "InvalidArchive",
     "ObjectNotFound",
     "OperationFailed",
+    "Rejected",
     "RepositoryNotFound",
     "RestoreFailed",
     "RestoreVerificationFailed",
+    "ServerUnreachable",
 ]
 
 
@@ -60,6 +64,14 @@ class RepositoryNotFound(BadInput):
     """The repository (a directory or a blob container) does not exist or cannot be reached."""
 
 
+class ConnectionFailed(BadInput):
+    """The server refused the credentials, or has no such database or role."""
+
+
+class Rejected(BadInput):
+    """A person rejected the plan; nothing destructive was done."""
+
+
 class BackupNotFound(BadInput):
     """No complete backup matches the request."""
 
@@ -72,6 +84,10 @@ class OperationFailed(DRError):
     """An operation that should have worked failed."""
 
     exit_code = 1
+
+
+class ServerUnreachable(OperationFailed):
+    """A server cannot be reached right now (refused, timed out, reset): worth a retry."""
 
 
 class ObjectNotFound(OperationFailed):
@@ -96,7 +112,3 @@ class RestoreFailed(OperationFailed):
 
 class RestoreVerificationFailed(OperationFailed):
     """The restored data does not match the manifest or a check failed."""
-
-
-class ConcurrentBackup(OperationFailed):
-    """Another backup of the same database is in progress."""

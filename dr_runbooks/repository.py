@@ -32,8 +32,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dr_runbooks import progress
 from dr_runbooks.errors import BackupNotFound, BadInput, ChecksumMismatch, OperationFailed
-from dr_runbooks.store import ObjectInfo, Store
+from dr_runbooks.storage.base import ObjectInfo, Store
+from dr_runbooks.streams import Digest, hashed, read_chunks
 
 __all__ = [
     "Backup",
@@ -41,6 +43,7 @@ __all__ = [
     "ObjectEntry",
     "Repository",
     "RetentionPlan",
+    "copy_backup",
     "new_backup_id",
     "parse_time",
 ]
@@ -450,3 +453,25 @@ class Repository:
             except (ValueError, OperationFailed):
                 continue
         return records
+
+
+def copy_backup(source: Repository, backup: Backup, target: Repository) -> Manifest:
+    """Copy a complete backup to another repository, re-checking every checksum on the way."""
+    assert backup.manifest is not None
+    manifest = backup.manifest
+    prefix = target.begin(manifest.engine, manifest.system, manifest.database, manifest.id)
+    try:
+        for entry in manifest.objects:
+            digest = Digest()
+            with source.store.open(backup.prefix + entry.name) as handle:
+                target.store.put(
+                    prefix + entry.name,
+                    hashed(progress.counted("copy", read_chunks(handle)), digest),
+                )
+            if digest.sha256 != entry.sha256 or digest.size != entry.size:
+                raise ChecksumMismatch(f"{backup.prefix}{entry.name} changed while copying")
+        target.commit(prefix, manifest)
+    except BaseException:
+        target.abort(prefix)
+        raise
+    return manifest

@@ -23,8 +23,6 @@ from dr_runbooks.repository import Backup, Repository
 
 __all__ = ["DatabaseStatus", "database_status", "system_status"]
 
-STATES = ("OK", "UNVERIFIED", "STALE", "FAILED", "MISSING")
-
 
 @dataclass
 class DatabaseStatus:

@@ -17,7 +17,6 @@ A failure at any step before 7 leaves the original database exactly as it was.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,193 +24,134 @@ from prefect import flow
 from pydantic import Field
 
 from dr_runbooks.errors import BadInput
-from dr_runbooks.report import Timeline, human_duration, markdown_table
-from dr_runbooks.repository import parse_time
-from tasks.approval import approval_gate
+from dr_runbooks.repository import Backup, parse_time
+from dr_runbooks.text import markdown_table
+from flows import parameters as p
+from flows.runbook import Runbook
 from tasks.config import dr_load_target
 from tasks.health import http_wait_healthy
-from tasks.notify import notify_on_failure
 from tasks.postgres import (
     postgres_assess,
+    postgres_drop_database,
+    postgres_fetch_backup,
     postgres_restore,
     postgres_swap,
     postgres_verify_restore,
 )
-from tasks.report import report_publish
-from tasks.repository import backup_fetch_verified, repository_choose_backup
+from tasks.repository import repository_choose_backup
 
 __all__ = ["database_failure"]
 
 
-@flow(name="database-failure", log_prints=True, on_failure=[notify_on_failure])
+@flow(name="database-failure", log_prints=True)
 def database_failure(
-    system: str | None = Field(None, description="Protected system from dr.yaml."),
-    database: str | None = Field(
-        None, description="Database to restore (default: the system's first)."
-    ),
-    connection: str | None = Field(
-        None, description="Override the target server: a PostgresDatabase block name, or env:VAR."
-    ),
-    repository: str | None = Field(
-        None, description="Repository to restore from (default: the system's first)."
-    ),
-    backup_id: str | None = Field(None, description="Restore this backup id."),
-    before: str | None = Field(
-        None,
-        description="Restore the latest backup whose consistent point is before this time "
-        "(ISO 8601; UTC when no zone is given).",
-    ),
+    system: str | None = p.SYSTEM,
+    database: str | None = p.DATABASE,
+    connection: str | None = p.CONNECTION,
+    repository: str | None = p.REPOSITORY,
+    backup_id: str | None = p.BACKUP_ID,
+    before: str | None = p.BEFORE,
     checks_file: str | None = Field(
         None, description="SQL file whose queries must each return no rows after the restore."
     ),
-    health_url: str | None = Field(None, description="URL polled until it answers 2xx."),
-    health_timeout_seconds: int = Field(300, description="How long to wait for the health URL."),
+    health_url: str | None = p.HEALTH_URL,
+    health_timeout_seconds: int = p.HEALTH_TIMEOUT,
     keep_old: bool = Field(
-        True, description="Keep the replaced database as <db>__pre_restore_<ts>."
+        True, description="Keep the replaced database as `<db>__pre_restore_<ts>`."
     ),
-    dry_run: bool = Field(False, description="Assess, choose and show the plan; change nothing."),
-    approved: bool = Field(
-        False, description="Approved in advance; otherwise the run pauses for approval in the UI."
-    ),
-    approval_timeout_seconds: int = Field(3600, description="How long to wait for approval."),
-    incident_time: str | None = Field(
-        None,
-        description="When the failure happened (ISO 8601); default: when this run started. "
-        "The RPO achieved is measured from it.",
-    ),
+    dry_run: bool = p.DRY_RUN,
+    approved: bool = p.APPROVED,
+    approval_timeout_seconds: int = p.APPROVAL_TIMEOUT,
+    incident_time: str | None = p.INCIDENT_TIME,
     jobs: int = Field(2, ge=1, le=32, description="Parallel pg_restore jobs."),
-    config_path: str | None = Field(None, description="dr.yaml to use."),
+    config_path: str | None = p.CONFIG_PATH,
 ) -> dict[str, Any]:
     """Restore a PostgreSQL database from its repository and verify it (the plan's Scenario 1)."""
-    timeline = Timeline()
-    cutoff = parse_time(before) if before else None
-    incident = parse_time(incident_time) if incident_time else timeline.started
-    with timeline.step("load"):
-        target = dr_load_target(
-            system, connection, database, [repository] if repository else None, config_path
-        )
-    name = target.databases[0]
-    source = target.primary
-    with timeline.step("assess"):
-        status = postgres_assess(target.conninfo, name)
-    if not status.reachable:
-        raise BadInput(f"the target server is not reachable: {status.error}")
-    with timeline.step("choose backup"):
-        backup = repository_choose_backup(
-            source, "postgres", target.system, name, backup_id=backup_id, before=cutoff
-        )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    side = f"{name}__restore_{backup.id}"[:63]
-    plan = _plan(
-        target.system, name, status.database_exists, backup, side, stamp, keep_old, source.name
-    )
-    with timeline.step("approval"):
-        if dry_run:
-            report_publish(
-                f"plan-restore-{target.system}-{name}", "Restore plan (dry run)", markdown=plan
+    with Runbook(
+        "database-failure", system=system, config_path=config_path, incident_time=incident_time
+    ) as rb:
+        cutoff = parse_time(before) if before else None
+        with rb.step("load"):
+            repositories = [repository] if repository else None
+            target = dr_load_target(
+                "postgres", system, connection, database, repositories, config_path
             )
+        name, source = target.databases[0], target.primary
+        with rb.step("assess"):
+            status = postgres_assess(target.conninfo, name)
+            if not status.reachable:
+                raise BadInput(f"the target server is not reachable: {status.error}")
+        with rb.step("choose backup"):
+            backup = repository_choose_backup(
+                source, "postgres", target.system, name, backup_id=backup_id, before=cutoff
+            )
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        side = f"{name}__restore_{backup.id}"[:63]
+        plan = _plan(
+            target.system, name, status.database_exists, backup, side, stamp, keep_old, source.name
+        )
+        approval = rb.gate(
+            f"restore-{target.system}-{name}", plan, dry_run, approved, approval_timeout_seconds
+        )
+        if approval is None:
             return {"dry_run": True, "plan": plan, "backup_id": backup.id, "database": name}
-        approval = approval_gate(
-            f"restore-{target.system}-{name}", plan, approved, approval_timeout_seconds
-        )
-    with timeline.step("download and verify checksums"):
-        fetched = backup_fetch_verified(source, backup)
-    try:
-        with timeline.step("restore into side database", detail=side):
-            postgres_restore(target.conninfo, fetched, side, jobs=jobs)
-    finally:
-        fetched.cleanup()
-    expected = backup.manifest.tables if backup.manifest else {}
-    with timeline.step("verify"):
+        with rb.step("download and verify checksums"):
+            fetched = postgres_fetch_backup(source, backup)
         try:
-            verification = postgres_verify_restore(
-                target.conninfo, side, expected, checks_file or target.checks_file
-            )
-        except BaseException:
-            _drop_quietly(target.conninfo, side)
-            raise
-    with timeline.step("swap"):
-        kept = postgres_swap(target.conninfo, name, side, stamp, keep_old=keep_old)
-    url = health_url or target.health_url
-    if url:
-        with timeline.step("health check"):
-            http_wait_healthy(url, health_timeout_seconds)
-    rto = timeline.elapsed()
-    objective = target.config.objectives.rto_for(target.tier)
-    rpo = incident - backup.consistent_point
-    result = {
-        "system": target.system,
-        "database": name,
-        "backup_id": backup.id,
-        "consistent_point": backup.consistent_point.isoformat(),
-        "kept_old_database": kept,
-        "rto_seconds": round(rto.total_seconds(), 3),
-        "rto_objective_seconds": objective.total_seconds(),
-        "rto_met": rto <= objective,
-        "rpo_seconds": round(rpo.total_seconds(), 3),
-        "rpo_objective_seconds": target.config.objectives.rpo.database.total_seconds(),
-        "rpo_met": rpo <= target.config.objectives.rpo.database,
-        "approval": approval,
-        "verification": verification,
-        "steps": timeline.rows(),
-    }
-    report_publish(
-        f"database-failure-{target.system}-{name}",
-        f"RTO {human_duration(rto)} (objective {human_duration(objective)}), "
-        f"RPO {human_duration(rpo)}",
-        table=[
-            *timeline.rows(),
-            {
-                "step": "RTO achieved",
-                "started": timeline.started.isoformat(),
-                "seconds": round(rto.total_seconds(), 3),
-                "outcome": "met" if result["rto_met"] else "MISSED",
-                "detail": f"objective {human_duration(objective)}",
-            },
-            {
-                "step": "RPO achieved",
-                "started": backup.consistent_point.isoformat(),
-                "seconds": round(rpo.total_seconds(), 3),
-                "outcome": "met" if result["rpo_met"] else "MISSED",
-                "detail": f"objective {human_duration(target.config.objectives.rpo.database)}",
-            },
-        ],
-    )
-    return result
-
-
-def _drop_quietly(conninfo: Any, name: str) -> None:
-    from tasks.postgres import postgres_drop_database
-
-    # The verification failure is what matters; a leftover is removed by the next run.
-    with contextlib.suppress(Exception):
-        postgres_drop_database(conninfo, name)
+            with rb.step("restore into side database", detail=side):
+                postgres_restore(target.conninfo, fetched, side, jobs=jobs)
+        finally:
+            fetched.cleanup()
+        with rb.step("verify"):
+            expected = backup.manifest.tables if backup.manifest else {}
+            try:
+                verification = postgres_verify_restore(
+                    target.conninfo, side, expected, checks_file or target.checks_file
+                )
+            except BaseException:
+                # The failed verification is what matters; a leftover goes with the next run.
+                postgres_drop_database(target.conninfo, side, return_state=True)
+                raise
+        with rb.step("swap"):
+            kept = postgres_swap(target.conninfo, name, side, stamp, keep_old=keep_old)
+        if health_url or target.health_url:
+            with rb.step("health check"):
+                http_wait_healthy(health_url or target.health_url or "", health_timeout_seconds)
+        return rb.recovered(
+            target,
+            backup.consistent_point,
+            key=f"database-failure-{target.system}-{name}",
+            system=target.system,
+            database=name,
+            backup_id=backup.id,
+            consistent_point=backup.consistent_point.isoformat(),
+            kept_old_database=kept,
+            approval=approval,
+            verification=verification,
+        )
 
 
 def _plan(
     system: str,
     database: str,
     exists: bool | None,
-    backup: Any,
+    backup: Backup,
     side: str,
     stamp: str,
     keep_old: bool,
     repository: str,
 ) -> str:
+    old = f"{database}__pre_restore_{stamp}"
+    replaced = (
+        f"rename {database} → {old}" + ("" if keep_old else " (dropped)")
+        if exists
+        else f"{database} does not exist: {side} becomes {database}"
+    )
     rows = [
         {"step": "download", "what": f"backup {backup.id} from {repository}, verify checksums"},
         {"step": "restore", "what": f"into NEW database {side}"},
         {"step": "verify", "what": "row counts against the manifest; SQL checks"},
-        {
-            "step": "swap",
-            "what": (
-                f"rename {database} → {database}__pre_restore_{stamp}"
-                + ("" if keep_old else " (dropped)")
-                if exists
-                else f"{database} does not exist: {side} becomes {database}"
-            )
-            + f"; {side} → {database}",
-        },
+        {"step": "swap", "what": f"{replaced}; {side} → {database}"},
     ]
     return (
         f"# Restore plan: {system} / {database}\n\n"

@@ -21,10 +21,11 @@ from typing import Any
 from prefect import flow
 from pydantic import Field
 
-from dr_runbooks.config import load_config
-from dr_runbooks.report import Timeline, human_duration, markdown_table
+from dr_runbooks.text import human_duration, markdown_table
+from dr_runbooks.timeline import Timeline
 from flows.backup_postgres import backup_postgres
 from flows.database_failure import database_failure
+from flows.runbook import Runbook
 from tasks.drill import (
     drill_write_report,
     postgres_count_markers,
@@ -33,7 +34,6 @@ from tasks.drill import (
     postgres_write_markers,
 )
 from tasks.postgres import postgres_drop_database
-from tasks.report import report_publish
 
 __all__ = ["local_drill"]
 
@@ -48,69 +48,68 @@ def local_drill(
     database: str = Field("app", description="Name of the application database."),
 ) -> dict[str, Any]:
     """A local DR drill: seed, back up, lose the database, recover, and measure RTO and RPO."""
-    timeline = Timeline()
-    base = Path(workdir).absolute()
-    repository = str(base / "repo")
-    with timeline.step("start throwaway PostgreSQL"):
-        conninfo = postgres_start_embedded()
-    # The drill's DSN travels to the runbooks through the environment, never as a parameter.
-    os.environ[_DSN_VARIABLE] = _dsn(conninfo)
-    connection = f"env:{_DSN_VARIABLE}"
-    with timeline.step("seed application database"):
-        seeded = postgres_seed_application(conninfo, database, rows)
-    with timeline.step("backup"):
-        backups = backup_postgres(
-            database=database,
-            connection=connection,
-            repositories=[repository],
-            kind="drill",
-            retention=False,
-            system="drill",
+    with Runbook("local-drill", system="drill") as rb:
+        base = Path(workdir).absolute()
+        repository = str(base / "repo")
+        with rb.step("start throwaway PostgreSQL"):
+            conninfo = postgres_start_embedded()
+        # The drill's DSN travels to the runbooks through the environment, never as a parameter.
+        os.environ[_DSN_VARIABLE] = _dsn(conninfo)
+        connection = f"env:{_DSN_VARIABLE}"
+        with rb.step("seed application database"):
+            seeded = postgres_seed_application(conninfo, database, rows)
+        with rb.step("backup"):
+            backups = backup_postgres(
+                database=database,
+                connection=connection,
+                repositories=[repository],
+                kind="drill",
+                retention=False,
+                system="drill",
+            )
+        with rb.step("write marker rows after the backup"):
+            written = postgres_write_markers(conninfo, database, markers)
+        with rb.step("simulate failure: drop the database"):
+            postgres_drop_database(conninfo, database)
+            failed_at = datetime.now(UTC)
+        with rb.step("recover (database-failure runbook)"):
+            recovery = database_failure(
+                system="drill",
+                database=database,
+                connection=connection,
+                repository=repository,
+                approved=True,
+                incident_time=failed_at.isoformat(),
+            )
+        with rb.step("verify markers"):
+            found = postgres_count_markers(conninfo, database)
+        lost = markers - found["after_backup"]
+        verified = found["before_backup"] == 1 and found["after_backup"] == 0 and lost == markers
+        result = {
+            "verified": verified,
+            "database": database,
+            "seeded_rows": sum(seeded.values()),
+            "backup_id": backups[0]["backup_id"],
+            "backup_bytes": backups[0]["size"],
+            "rto_seconds": recovery["rto_seconds"],
+            "rto_objective_seconds": recovery["rto_objective_seconds"],
+            "rpo_seconds": recovery["rpo_seconds"],
+            "rpo_objective_seconds": recovery["rpo_objective_seconds"],
+            "markers_written_after_backup": len(written),
+            "markers_lost": lost,
+            "markers_before_backup_restored": found["before_backup"],
+            "recovery_steps": recovery["steps"],
+            "drill_steps": rb.timeline.rows(),
+        }
+        markdown = _report(result, rb.timeline)
+        name = f"drill-{rb.timeline.started:%Y%m%dT%H%M%SZ}.md"
+        result["report"] = drill_write_report(str(base / "reports"), name, markdown)
+        rb.publish(
+            "local-drill",
+            f"Local drill: RTO {human_duration(recovery['rto_seconds'])}",
+            markdown=markdown,
         )
-    with timeline.step("write marker rows after the backup"):
-        written = postgres_write_markers(conninfo, database, markers)
-    with timeline.step("simulate failure: drop the database"):
-        postgres_drop_database(conninfo, database)
-        failed_at = datetime.now(UTC)
-    with timeline.step("recover (database-failure runbook)"):
-        recovery = database_failure(
-            system="drill",
-            database=database,
-            connection=connection,
-            repository=repository,
-            approved=True,
-            incident_time=failed_at.isoformat(),
-        )
-    with timeline.step("verify markers"):
-        found = postgres_count_markers(conninfo, database)
-    objectives = load_config().objectives
-    lost = markers - found["after_backup"]
-    verified = found["before_backup"] == 1 and found["after_backup"] == 0 and lost == markers
-    result = {
-        "verified": verified,
-        "database": database,
-        "seeded_rows": sum(seeded.values()),
-        "backup_id": backups[0]["backup_id"],
-        "backup_bytes": backups[0]["size"],
-        "rto_seconds": recovery["rto_seconds"],
-        "rto_objective_seconds": objectives.rto.critical.total_seconds(),
-        "rpo_seconds": recovery["rpo_seconds"],
-        "rpo_objective_seconds": objectives.rpo.database.total_seconds(),
-        "markers_written_after_backup": len(written),
-        "markers_lost": lost,
-        "markers_before_backup_restored": found["before_backup"],
-        "recovery_steps": recovery["steps"],
-        "drill_steps": timeline.rows(),
-    }
-    markdown = _report(result, timeline)
-    name = f"drill-{timeline.started:%Y%m%dT%H%M%SZ}.md"
-    result["report"] = drill_write_report(str(base / "reports"), name, markdown)
-    report_publish(
-        "local-drill",
-        f"Local drill: RTO {human_duration(recovery['rto_seconds'])}",
-        markdown=markdown,
-    )
-    return result
+        return result
 
 
 def _dsn(conninfo: Any) -> str:

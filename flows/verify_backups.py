@@ -7,17 +7,18 @@ For each protected system and database:
 2. Check its age against the RPO objective.
 3. Re-read every object and compare its sha256 with the manifest.
 4. Test-restore it into a temporary database on the verification server (default: the source
-   server), compare row counts with the manifest and run the SQL checks; drop the temporary
-   database afterwards, also when verification fails (and any a crashed run left behind).
+   server), compare row (document) counts with the manifest and run the SQL checks; drop the
+   temporary database afterwards, also when verification fails (and any a crashed run left).
 5. Record the result next to the backup in the repository.
 
-Any failure or stale backup sends one notification and fails the run, after every system has
-been checked.
+A server that cannot be reached fails that system's verification and the others are still
+checked. Any failure or stale backup sends one notification and fails the run, after every
+system has been checked.
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,22 +27,25 @@ from pydantic import Field
 
 from dr_runbooks.config import load_config
 from dr_runbooks.errors import DRError, RestoreVerificationFailed
-from dr_runbooks.mongo.connection import MongoTarget, mongo_connection_override
-from dr_runbooks.report import Timeline, human_duration
-from dr_runbooks.resolve import Target, connection_override
-from tasks.config import dr_load_target
-from tasks.mongodb import (
-    mongodb_drop_leftover_verifications,
-    mongodb_load_target,
-    mongodb_verify_backup,
-)
-from tasks.notify import notify_send
-from tasks.postgres import postgres_drop_database, postgres_restore, postgres_verify_restore
-from tasks.report import report_publish
-from tasks.repository import backup_fetch_verified
-from tasks.verify import (
+from dr_runbooks.mongo.connection import MongoConnInfo
+from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.repository import Backup
+from dr_runbooks.targets import Connection, Target
+from dr_runbooks.text import first_line, human_duration
+from flows import parameters as p
+from flows.runbook import Runbook
+from tasks.config import dr_load_target, dr_load_verify_server
+from tasks.mongodb import mongodb_drop_leftover_verifications, mongodb_verify_backup
+from tasks.postgres import (
     VERIFY_MARK,
+    postgres_drop_database,
     postgres_drop_leftover_verifications,
+    postgres_fetch_backup,
+    postgres_restore,
+    postgres_verify_restore,
+)
+from tasks.repository import (
+    repository_list_databases,
     repository_newest_backup,
     repository_record_verification,
     repository_verify_checksums,
@@ -61,59 +65,44 @@ def verify_backups(
         "a DSN (default: the system's verify_server_env, else its own server).",
     ),
     notify: bool = Field(True, description="Send a notification when anything fails."),
-    config_path: str | None = Field(None, description="dr.yaml to use."),
+    config_path: str | None = p.CONFIG_PATH,
 ) -> list[dict[str, Any]]:
     """Prove the newest backup of every protected system restorable, and record it."""
-    timeline = Timeline()
-    config = load_config(config_path)
-    names = systems or sorted(config.systems)
-    results: list[dict[str, Any]] = []
-    for name in names:
-        engine = config.system(name).engine
-        with timeline.step(f"load {name}"):
-            target: Any
-            if engine == "mongodb":
-                target = mongodb_load_target(name, config_path=config_path)
-                databases = target.databases or _databases_in_repository(target.primary, name)
-            else:
-                target = dr_load_target(name, config_path=config_path)
-                databases = target.databases
-        for database in databases:
-            with timeline.step(f"verify {name}/{database}"):
-                results.append(_verify_one(engine, target, database, verify_server, config))
-    bad = [r for r in results if r["outcome"] != "ok"]
-    report_publish(
-        "verify-backups",
-        f"Backup verification: {len(results) - len(bad)} of {len(results)} ok",
-        table=[
-            {k: r[k] for k in ("system", "database", "backup_id", "age", "outcome", "detail")}
-            for r in results
-        ],
-    )
-    if bad:
-        if notify:
-            failed_systems = ", ".join(sorted({r["system"] for r in bad}))
-            notify_send(
-                f"DR: backup verification failed for {failed_systems}",
-                [f"{r['system']}/{r['database']}: {r['outcome']}: {r['detail']}" for r in bad],
-                config_path,
-            )
-        raise RestoreVerificationFailed(
-            "; ".join(f"{r['system']}/{r['database']}: {r['detail']}" for r in bad)
+    label = ", ".join(systems) if systems else "every system"
+    with Runbook("verify-backups", system=label, config_path=config_path, notify=notify) as rb:
+        names = systems or sorted(load_config(config_path).systems)
+        results: list[dict[str, Any]] = []
+        for name in names:
+            with rb.step(f"load {name}"):
+                target = dr_load_target(None, name, config_path=config_path)
+                server = dr_load_verify_server(target, verify_server)
+                databases = target.databases or repository_list_databases(
+                    target.primary, target.engine, name
+                )
+            for database in databases:
+                with rb.step(f"verify {name}/{database}"):
+                    results.append(_verify_one(target, server, database))
+        bad = [r for r in results if r["outcome"] != "ok"]
+        rb.publish(
+            "verify-backups",
+            f"Backup verification: {len(results) - len(bad)} of {len(results)} ok",
+            table=[
+                {k: r[k] for k in ("system", "database", "backup_id", "age", "outcome", "detail")}
+                for r in results
+            ],
         )
-    return results
+        if bad:
+            rb.system = ", ".join(sorted({r["system"] for r in bad}))
+            raise RestoreVerificationFailed(
+                "; ".join(
+                    f"{r['system']}/{r['database']}: {r['outcome']}: {r['detail']}" for r in bad
+                )
+            )
+        return results
 
 
-def _databases_in_repository(repository: Any, system: str) -> list[str]:
-    """A system declared without databases: verify every database it has backups of."""
-    if not repository.store.exists():
-        return []
-    return sorted({b.database for b in repository.backups("mongodb", system, None)})
-
-
-def _verify_one(
-    engine: str, target: Any, database: str, verify_server: str | None, config: Any
-) -> dict[str, Any]:
+def _verify_one(target: Target, server: Connection, database: str) -> dict[str, Any]:
+    """Steps 1-5 for one database; a bad backup is a result, not an exception."""
     now = datetime.now(UTC)
     repository = target.primary
     result: dict[str, Any] = {
@@ -126,12 +115,12 @@ def _verify_one(
         "detail": "",
         "started": now.isoformat(),
     }
-    backup = repository_newest_backup(repository, engine, target.system, database)
+    backup = repository_newest_backup(repository, target.engine, target.system, database)
     if backup is None:
         result.update(outcome="missing", detail="no complete backup")
         return result
     age = now - backup.consistent_point
-    rpo = config.objectives.rpo.database
+    rpo = target.config.objectives.rpo.database
     result.update(
         backup_id=backup.id,
         age=human_duration(age),
@@ -146,11 +135,7 @@ def _verify_one(
         "problems": list(problems),
     }
     if not problems:
-        if engine == "mongodb":
-            restored = _test_restore_mongodb(target, backup, verify_server, config)
-        else:
-            restored = _test_restore(target, backup, database, verify_server)
-        record.update(restored)
+        record.update(_TEST_RESTORE[target.engine](target, server, backup, database))
         problems = record["problems"]
     record["finished"] = datetime.now(UTC).isoformat()
     record["outcome"] = "ok" if not problems else "failed"
@@ -168,37 +153,26 @@ def _verify_one(
     return result
 
 
-def _server_spec(verify_server: str | None, config: Any, system: str) -> str | None:
-    """Where to test-restore: the run's parameter, else the system's verify_server_env, else
-    None (the system's own server)."""
-    declared = config.systems.get(system)
-    if verify_server:
-        return verify_server
-    return f"env:{declared.verify_server_env}" if declared and declared.verify_server_env else None
-
-
-def _test_restore(
-    target: Target, backup: Any, database: str, verify_server: str | None
+def _test_restore_postgres(
+    target: Target, server: Connection, backup: Backup, database: str
 ) -> dict[str, Any]:
     """Restore into a temporary database, verify, and always drop it."""
-    server_spec = _server_spec(verify_server, target.config, target.system)
-    conninfo = connection_override(server_spec) if server_spec else target.conninfo
+    assert isinstance(server, ConnInfo)
     temp = f"{database}{VERIFY_MARK}{backup.id}"[:63]
     outcome: dict[str, Any] = {
-        "server": conninfo.describe("postgres"),
+        "server": server.describe("postgres"),
         "database": temp,
         "problems": [],
     }
     try:
-        # An unreachable verification server fails this verification (recorded, notified).
-        postgres_drop_leftover_verifications(conninfo)
-        fetched = backup_fetch_verified(target.primary, backup)
+        postgres_drop_leftover_verifications(server)
+        fetched = postgres_fetch_backup(target.primary, backup)
         try:
-            postgres_restore(conninfo, fetched, temp)
+            postgres_restore(server, fetched, temp)
         finally:
             fetched.cleanup()
         expected = backup.manifest.tables if backup.manifest else {}
-        verified = postgres_verify_restore(conninfo, temp, expected, target.checks_file)
+        verified = postgres_verify_restore(server, temp, expected, target.checks_file)
         outcome.update(
             compared={
                 "tables": verified["tables"],
@@ -209,31 +183,31 @@ def _test_restore(
             detail=f"restored {verified['tables']} tables, {verified['rows']} rows"
             + (" matching the manifest" if expected else ""),
         )
-    except DRError as exc:
-        outcome["problems"] = [str(exc).splitlines()[0]]
+    except DRError as exc:  # an unreachable server too: this verification fails, others go on
+        outcome["problems"] = [first_line(exc)]
     finally:
-        with contextlib.suppress(Exception):
-            postgres_drop_database(conninfo, temp)
+        postgres_drop_database(server, temp, return_state=True)
     return outcome
 
 
 def _test_restore_mongodb(
-    target: MongoTarget, backup: Any, verify_server: str | None, config: Any
+    target: Target, server: Connection, backup: Backup, database: str
 ) -> dict[str, Any]:
     """The MongoDB test restore: a temporary database, compared with the manifest, dropped."""
-    server_spec = _server_spec(verify_server, config, target.system)
-    conninfo = mongo_connection_override(server_spec)[0] if server_spec else target.conninfo
-    mongodb_drop_leftover_verifications(conninfo)
-    result = mongodb_verify_backup(conninfo, target.primary, backup)
-    outcome: dict[str, Any] = {
-        "server": conninfo.describe(),
-        "problems": list(result["problems"]),
-        "compared": {
-            "collections": result["collections"],
-            "documents": result["documents"],
-            "counts_and_indexes": True,
-            "oplog": result.get("oplog"),
-        },
+    assert isinstance(server, MongoConnInfo)
+    outcome: dict[str, Any] = {"server": server.describe(), "problems": []}
+    try:
+        mongodb_drop_leftover_verifications(server)
+        result = mongodb_verify_backup(server, target.primary, backup)
+    except DRError as exc:  # an unreachable server too: this verification fails, others go on
+        outcome["problems"] = [first_line(exc)]
+        return outcome
+    outcome["problems"] = list(result["problems"])
+    outcome["compared"] = {
+        "collections": result["collections"],
+        "documents": result["documents"],
+        "counts_and_indexes": True,
+        "oplog": result.get("oplog"),
     }
     if not result["problems"]:
         outcome["detail"] = (
@@ -241,3 +215,9 @@ def _test_restore_mongodb(
             f"{result['documents']} documents matching the manifest"
         )
     return outcome
+
+
+_TEST_RESTORE: dict[str, Callable[[Target, Connection, Backup, str], dict[str, Any]]] = {
+    "postgres": _test_restore_postgres,
+    "mongodb": _test_restore_mongodb,
+}

@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from dr_runbooks import progress
 from dr_runbooks.errors import BadInput, ChecksumMismatch, RestoreVerificationFailed
-from dr_runbooks.secrets import install_log_redaction
+from dr_runbooks.redaction import install_log_redaction
 
 __all__ = ["logger", "reported_progress"]
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from blocks import PREFECT_BLOCKS
 from dr_runbooks.config import load_config
-from dr_runbooks.resolve import Target, resolve_target
+from dr_runbooks.targets import Connection, Target, resolve_target, verify_server_for
 from tasks._runtime import logger
 
-__all__ = ["dr_load_target"]
+__all__ = ["dr_load_target", "dr_load_verify_server"]
 
 
 @task(cache_policy=NO_CACHE)
 def dr_load_target(
+    engine: str | None,
     system: str | None,
     connection: str | None = None,
     database: str | None = None,
@@ -22,12 +24,24 @@ def dr_load_target(
 ) -> Target:
     """Resolve the system's connection, databases and repositories (no retries: bad input)."""
     config = load_config(config_path)
-    target = resolve_target(config, system, connection, database, repositories)
+    target = resolve_target(
+        config, engine, system, connection, database, repositories, blocks=PREFECT_BLOCKS
+    )
     logger().info(
-        "system %s: %s, databases %s, repositories %s",
+        "system %s (%s): %s, databases %s, repositories %s",
         target.system,
+        target.engine,
         target.conninfo.describe(),
-        ", ".join(target.databases),
+        ", ".join(target.databases) or "(all on the server)",
         ", ".join(r.name for r in target.repositories),
     )
     return target
+
+
+@task(cache_policy=NO_CACHE)
+def dr_load_verify_server(target: Target, override: str | None = None) -> Connection:
+    """Where the system's test restores go: ``override`` (a block or ``env:VAR``), else the
+    system's ``verify_server_env``, else its own server."""
+    server = verify_server_for(target, override, blocks=PREFECT_BLOCKS)
+    logger().info("test restores of %s go to %s", target.system, server.describe())
+    return server

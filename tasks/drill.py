@@ -9,8 +9,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from dr_runbooks import drill_data
-from dr_runbooks.pgconn import ConnInfo
+from dr_runbooks.postgres import drill_data
+from dr_runbooks.postgres.connection import ConnInfo
 from tasks._runtime import logger
 
 __all__ = [

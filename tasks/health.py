@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from tenacity import RetryError, retry, stop_after_delay, wait_exponential
 
 from dr_runbooks.errors import RestoreVerificationFailed
-from dr_runbooks.secrets import redact
+from dr_runbooks.redaction import redact
 from tasks._runtime import logger
 
 __all__ = ["http_wait_healthy"]

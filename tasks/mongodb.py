@@ -8,11 +8,11 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from dr_runbooks.config import load_config
 from dr_runbooks.errors import RestoreVerificationFailed
 from dr_runbooks.mongo import backup as mongo_backup
-from dr_runbooks.mongo import restore as mongo_restore
-from dr_runbooks.mongo.connection import MongoConnInfo, MongoTarget, resolve_mongo_target
+from dr_runbooks.mongo import fetch, oplog, server, side, swap, verification, verify
+from dr_runbooks.mongo import plan as mongo_plan
+from dr_runbooks.mongo.connection import MongoConnInfo
 from dr_runbooks.repository import Backup, Manifest, Repository
 from tasks._runtime import logger, reported_progress, transient_only
 
@@ -23,7 +23,6 @@ __all__ = [
     "mongodb_drop_leftover_verifications",
     "mongodb_fetch_verified",
     "mongodb_list_databases",
-    "mongodb_load_target",
     "mongodb_open_dump",
     "mongodb_plan_restore",
     "mongodb_replay_oplog",
@@ -32,28 +31,6 @@ __all__ = [
     "mongodb_verify_backup",
     "mongodb_verify_restore",
 ]
-
-
-@task(cache_policy=NO_CACHE)
-def mongodb_load_target(
-    system: str | None,
-    connection: str | None = None,
-    database: str | None = None,
-    repositories: list[str] | None = None,
-    config_path: str | None = None,
-) -> MongoTarget:
-    """Resolve the system's connection, databases and repositories (no retries: bad input)."""
-    target = resolve_mongo_target(
-        load_config(config_path), system, connection, database, repositories
-    )
-    logger().info(
-        "system %s: %s, databases %s, repositories %s",
-        target.system,
-        target.conninfo.describe(),
-        ", ".join(target.databases) or "(all on the server)",
-        ", ".join(r.name for r in target.repositories),
-    )
-    return target
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -102,9 +79,9 @@ def mongodb_backup(
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def mongodb_assess(conninfo: MongoConnInfo, database: str) -> mongo_restore.ServerStatus:
+def mongodb_assess(conninfo: MongoConnInfo, database: str) -> server.ServerStatus:
     """Step 1 of Scenario 1: is the server up, which version, does the database exist."""
-    status = mongo_restore.assess(conninfo.client_factory(), database)
+    status = server.assess(conninfo.client_factory(), database)
     log = logger()
     if status.reachable:
         log.info(
@@ -121,10 +98,10 @@ def mongodb_assess(conninfo: MongoConnInfo, database: str) -> mongo_restore.Serv
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
-def mongodb_fetch_verified(repository: Repository, backup: Backup) -> mongo_restore.FetchedDump:
+def mongodb_fetch_verified(repository: Repository, backup: Backup) -> fetch.FetchedDump:
     """Download the backup and verify its size and sha256 before anything else."""
     with reported_progress("download"):
-        fetched = mongo_restore.fetch_backup(repository, backup)
+        fetched = fetch.fetch_backup(repository, backup)
     logger().info(
         "downloaded %s%s",
         backup.id,
@@ -134,27 +111,27 @@ def mongodb_fetch_verified(repository: Repository, backup: Backup) -> mongo_rest
 
 
 @task(cache_policy=NO_CACHE)
-def mongodb_open_dump(path: str) -> mongo_restore.FetchedDump:
+def mongodb_open_dump(path: str) -> fetch.FetchedDump:
     """mongodump output given as a path (archive, directory or tar) instead of a backup."""
-    fetched = mongo_restore.open_path(path)
+    fetched = fetch.open_path(path)
     logger().info("restoring from mongodump output %s", fetched.path)
     return fetched
 
 
 @task(cache_policy=NO_CACHE)
 def mongodb_plan_restore(
-    fetched: mongo_restore.FetchedDump,
+    fetched: fetch.FetchedDump,
     database: str,
     source_database: str | None,
     token: str,
-) -> mongo_restore.RestorePlan:
+) -> mongo_plan.RestorePlan:
     """Read the dump (checking every CRC and bucket when there is no manifest) and decide
     what goes where; a damaged dump is refused here, before anything is written."""
     with fetched.open() as dump:
-        source = source_database or _source_database(dump, database, fetched)
-        plan = mongo_restore.plan_restore(
-            dump, token, {source: database}, manifest=fetched.manifest
+        source = source_database or mongo_plan.source_database(
+            dump, database, fetched.label, fetched.manifest
         )
+        plan = mongo_plan.plan_restore(dump, token, {source: database}, manifest=fetched.manifest)
     log = logger()
     for note in plan.notes:
         log.info("index: %s", note)
@@ -172,27 +149,11 @@ def mongodb_plan_restore(
     return plan
 
 
-def _source_database(dump: Any, database: str, fetched: mongo_restore.FetchedDump) -> str:
-    """The database of the dump to restore: the one named like the target, else the only
-    user database the dump holds (a legacy dump of a renamed database)."""
-    from dr_runbooks.errors import BadInput
-    from dr_runbooks.mongo.connection import SYSTEM_DATABASES
-
-    if fetched.manifest is not None:
-        return fetched.manifest.database
-    names = sorted({c.namespace.db for c in dump.collections} - SYSTEM_DATABASES)
-    if database in names or not names:
-        return database
-    if len(names) == 1:
-        return names[0]
-    raise BadInput(f"{fetched.label} holds databases {', '.join(names)}: say which one to restore")
-
-
 @task(cache_policy=NO_CACHE)
 def mongodb_restore(
     conninfo: MongoConnInfo,
-    fetched: mongo_restore.FetchedDump,
-    plan: mongo_restore.RestorePlan,
+    fetched: fetch.FetchedDump,
+    plan: mongo_plan.RestorePlan,
     indexes: bool = True,
 ) -> dict[str, Any]:
     """Restore into the NEW side database: collections with their options, documents,
@@ -201,18 +162,18 @@ def mongodb_restore(
     client = conninfo.client()
     try:
         with reported_progress("restore"), fetched.open() as dump:
-            result = mongo_restore.restore_into_side(client, dump, plan, indexes=indexes)
+            result = side.restore_into_side(client, dump, plan, indexes=indexes)
     finally:
         client.close()
-    for side, names in result["databases"].items():
-        logger().info("restored %d collections into %s", len(names), side)
+    for database, names in result["databases"].items():
+        logger().info("restored %d collections into %s", len(names), database)
     return result
 
 
 @task(cache_policy=NO_CACHE)
 def mongodb_verify_restore(
     conninfo: MongoConnInfo,
-    plan: mongo_restore.RestorePlan,
+    plan: mongo_plan.RestorePlan,
     counts: bool = True,
     indexes: bool = True,
 ) -> dict[str, Any]:
@@ -220,7 +181,7 @@ def mongodb_verify_restore(
     dump's own counts); ``counts``/``indexes`` false skips those."""
     client = conninfo.client()
     try:
-        result = mongo_restore.verify_restore(client, plan, counts=counts, indexes=indexes)
+        result = verify.verify_restore(client, plan, counts=counts, indexes=indexes)
     finally:
         client.close()
     if result["problems"]:
@@ -239,8 +200,8 @@ def mongodb_verify_restore(
 @task(cache_policy=NO_CACHE)
 def mongodb_replay_oplog(
     conninfo: MongoConnInfo,
-    fetched: mongo_restore.FetchedDump,
-    plan: mongo_restore.RestorePlan,
+    fetched: fetch.FetchedDump,
+    plan: mongo_plan.RestorePlan,
     metadata_indexes: bool = True,
 ) -> dict[str, Any]:
     """Apply the archive's oplog to the side database, up to the backup's consistent point,
@@ -248,9 +209,7 @@ def mongodb_replay_oplog(
     client = conninfo.client()
     try:
         with fetched.open() as dump:
-            result = mongo_restore.replay_oplog(
-                client, dump, plan, metadata_indexes=metadata_indexes
-            )
+            result = oplog.replay_oplog(client, dump, plan, metadata_indexes=metadata_indexes)
     finally:
         client.close()
     logger().info(
@@ -268,10 +227,10 @@ def mongodb_swap(
     conninfo: MongoConnInfo, database: str, side: str, stamp: str, keep_old: bool = True
 ) -> str | None:
     """Move the current collections aside and the restored ones in (see the swap in
-    :mod:`dr_runbooks.mongo.restore`)."""
+    :mod:`dr_runbooks.mongo.swap`)."""
     client = conninfo.client()
     try:
-        old = mongo_restore.swap_database(client, database, side, stamp, keep_old=keep_old)
+        old = swap.swap_database(client, database, side, stamp, keep_old=keep_old)
     finally:
         client.close()
     logger().info(
@@ -286,7 +245,7 @@ def mongodb_swap(
 def mongodb_drop_database(conninfo: MongoConnInfo, name: str) -> None:
     client = conninfo.client()
     try:
-        mongo_restore.drop_database(client, name)
+        server.drop_database(client, name)
     finally:
         client.close()
 
@@ -296,7 +255,7 @@ def mongodb_drop_leftover_verifications(conninfo: MongoConnInfo) -> list[str]:
     """Drop temporary verification databases a crashed run left behind."""
     client = conninfo.client()
     try:
-        leftovers = mongo_restore.drop_leftovers(client)
+        leftovers = server.drop_leftovers(client)
     finally:
         client.close()
     for name in leftovers:
@@ -309,7 +268,7 @@ def mongodb_verify_backup(
     conninfo: MongoConnInfo, repository: Repository, backup: Backup, workdir: str | None = None
 ) -> dict[str, Any]:
     """Test-restore a backup into a temporary database and compare it with its manifest."""
-    result = mongo_restore.verify_backup(
+    result = verification.verify_backup(
         conninfo.client_factory(),
         repository,
         backup,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 
+from blocks import load_block
 from dr_runbooks.config import load_config
 from dr_runbooks.errors import ConfigError
-from dr_runbooks.secrets import redact
+from dr_runbooks.redaction import redact
 from tasks._runtime import logger, transient_only
 
-__all__ = ["notify_on_failure", "notify_send", "run_reference"]
+__all__ = ["notify_send", "run_reference"]
 
 
 def run_reference() -> str:
@@ -47,29 +47,8 @@ def notify_send(subject: str, lines: list[str], config_path: str | None = None) 
         raise ConfigError(
             f"notification block {name!r}: give it as TYPE/NAME, e.g. slack-webhook/{name}"
         )
-    try:
-        block: Any = Block.load(name)
-    except Exception as exc:
-        raise ConfigError(f"cannot load notification block {name!r}: {exc}") from None
+    block: Any = load_block(name, what="notification block")
     body = redact("\n".join([*lines, run_reference()]))
     block.notify(body=body, subject=redact(subject))
     logger().info("notified %s: %s", name, subject)
     return True
-
-
-def notify_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """A flow ``on_failure`` hook: one message saying what failed, where, since when, and why."""
-    params = dict(flow_run.parameters or {})
-    try:
-        state.result()
-    except BaseException as exc:  # the failure being reported
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    else:
-        reason = state.message or "failed"
-    target = params.get("system") or params.get("connection") or "unknown system"
-    since = flow_run.start_time.isoformat() if flow_run.start_time else "unknown"
-    lines = [f"{flow.name} failed for {target} (started {since})", f"cause: {reason}"]
-    try:
-        notify_send.fn(f"DR: {flow.name} failed for {target}", lines, params.get("config_path"))
-    except Exception as exc:  # a hook must not hide the original failure
-        logger().error("could not send the failure notification: %s", redact(str(exc)))

@@ -1,33 +1,38 @@
-"""PostgreSQL steps of the runbooks."""
+"""PostgreSQL steps of the runbooks: one server conversation or one program each."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from dr_runbooks import pg_backup, postgres
-from dr_runbooks.errors import RestoreFailed, RestoreVerificationFailed
-from dr_runbooks.pgconn import ConnInfo
-from dr_runbooks.repository import Manifest, Repository
+from dr_runbooks.postgres import backup as pg_backup
+from dr_runbooks.postgres import checks, restore, server
+from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.repository import Backup, Manifest, Repository
 from tasks._runtime import logger, reported_progress, transient_only
 
 __all__ = [
+    "VERIFY_MARK",
     "postgres_assess",
     "postgres_backup",
     "postgres_drop_database",
+    "postgres_drop_leftover_verifications",
+    "postgres_fetch_backup",
     "postgres_restore",
     "postgres_swap",
     "postgres_verify_restore",
 ]
 
+#: The mark in the name of a test restore's temporary database: ``<db>__verify_<id>``.
+VERIFY_MARK = "__verify_"
+
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def postgres_assess(conninfo: ConnInfo, database: str) -> postgres.ServerStatus:
+def postgres_assess(conninfo: ConnInfo, database: str) -> server.ServerStatus:
     """Step 1 of Scenario 1: is the server up, can we connect, which version."""
-    status = postgres.assess(conninfo, database)
+    status = server.assess(conninfo, database)
     log = logger()
     if status.reachable:
         log.info(
@@ -70,6 +75,15 @@ def postgres_backup(
     return manifest
 
 
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
+def postgres_fetch_backup(repository: Repository, backup: Backup) -> pg_backup.FetchedBackup:
+    """Download the backup and verify every object's size and sha256 before anything else."""
+    with reported_progress("download"):
+        fetched = pg_backup.fetch_backup(repository, backup)
+    logger().info("downloaded %s; every checksum matches the manifest", backup.id)
+    return fetched
+
+
 @task(cache_policy=NO_CACHE)
 def postgres_restore(
     conninfo: ConnInfo,
@@ -78,35 +92,15 @@ def postgres_restore(
     jobs: int = 2,
     no_owner: bool = False,
 ) -> str:
-    """Restore a fetched backup into a NEW database ``target`` with the database's settings.
-
-    The target must not exist. On failure the half-restored database is dropped, so nothing is
-    left behind and the original database was never touched.
-    """
-    if postgres.database_exists(conninfo, target):
-        if "__restore_" not in target and "__verify_" not in target:
-            raise RestoreFailed(f"database {target} already exists; refusing to restore over it")
-        # Our own side database, left by an attempt that crashed: it never became live.
-        logger().warning("dropping %s, left by an earlier attempt that did not finish", target)
-        postgres.drop_database(conninfo, target)
-    created = postgres.ensure_roles(conninfo, fetched.roles)
-    if created:
-        logger().info("created missing roles: %s", ", ".join(created))
-    settings = fetched.settings or postgres.DatabaseSettings(
-        owner=conninfo.user or "postgres", encoding="UTF8", collate="", ctype=""
-    )
-    try:
-        if fetched.settings is None:
-            postgres.create_plain_database(conninfo, target)
-            postgres.psql_file(conninfo, target, fetched.dump)
-        else:
-            postgres.prepare_database(conninfo, target, settings)
-            postgres.pg_restore(conninfo, target, fetched.dump, jobs=jobs, no_owner=no_owner)
-            postgres.finish_database(conninfo, target, settings)
-    except BaseException:
-        postgres.drop_database(conninfo, target)
-        raise
-    logger().info("restored %s into %s", fetched.backup.id, target)
+    """Restore a fetched backup into a NEW database ``target`` with the database's settings
+    (see :func:`dr_runbooks.postgres.restore.restore_database`)."""
+    outcome = restore.restore_database(conninfo, fetched, target, jobs=jobs, no_owner=no_owner)
+    log = logger()
+    if outcome.replaced_leftover:
+        log.warning("dropped %s, left by an earlier attempt that did not finish", target)
+    if outcome.created_roles:
+        log.info("created missing roles: %s", ", ".join(outcome.created_roles))
+    log.info("restored %s into %s", fetched.backup.id, target)
     return target
 
 
@@ -118,29 +112,12 @@ def postgres_verify_restore(
     checks_file: str | None = None,
 ) -> dict[str, Any]:
     """Compare row counts with the manifest and run the SQL checks (each must return no rows)."""
-    actual = postgres.table_counts(conninfo, database)
-    problems = postgres.compare_counts(expected, actual) if expected else []
-    check_failures: list[str] = []
-    if checks_file:
-        text = Path(checks_file).read_text()
-        check_failures = postgres.run_checks(conninfo, database, text)
-    result = {
-        "tables": len(actual),
-        "rows": sum(actual.values()),
-        "count_problems": problems,
-        "check_failures": check_failures,
-        "checks": checks_file is not None,
-    }
-    if problems or check_failures:
-        raise RestoreVerificationFailed(
-            f"restored database {database} failed verification: "
-            + "; ".join((problems + check_failures)[:5])
-        )
+    result = checks.verify_database(conninfo, database, expected, checks_file)
     logger().info(
         "verified %s: %d tables, %d rows match the manifest%s",
         database,
-        len(actual),
-        sum(actual.values()),
+        result["tables"],
+        result["rows"],
         "; checks passed" if checks_file else "",
     )
     return result
@@ -151,7 +128,7 @@ def postgres_swap(
     conninfo: ConnInfo, database: str, restored: str, stamp: str, keep_old: bool = True
 ) -> str | None:
     """Rename the restored database into place, keeping the old one unless asked not to."""
-    old = postgres.swap_databases(conninfo, database, restored, stamp, keep_old=keep_old)
+    old = server.swap_databases(conninfo, database, restored, stamp, keep_old=keep_old)
     logger().info(
         "%s is now the restored database%s",
         database,
@@ -162,4 +139,15 @@ def postgres_swap(
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def postgres_drop_database(conninfo: ConnInfo, name: str) -> None:
-    postgres.drop_database(conninfo, name)
+    server.drop_database(conninfo, name)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
+def postgres_drop_leftover_verifications(conninfo: ConnInfo) -> list[str]:
+    """Drop temporary verification databases a crashed run left behind."""
+    pattern = "%" + VERIFY_MARK.replace("_", "\\_") + "%"
+    leftovers = server.list_databases(conninfo, pattern)
+    for name in leftovers:
+        server.drop_database(conninfo, name)
+        logger().warning("dropped leftover verification database %s", name)
+    return leftovers

@@ -1,4 +1,4 @@
-"""Backup repository steps: choose, fetch and verify, copy, retention, clean-up."""
+"""Backup repository steps: choose, copy, retention, clean-up, checksums, verification records."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from dr_runbooks import pg_backup
-from dr_runbooks.repository import Backup, Manifest, Repository
+from dr_runbooks.repository import Backup, Manifest, Repository, copy_backup
 from tasks._runtime import logger, reported_progress, transient_only
 
 __all__ = [
-    "backup_fetch_verified",
     "repository_apply_retention",
     "repository_choose_backup",
     "repository_copy_backup",
+    "repository_list_databases",
+    "repository_newest_backup",
+    "repository_record_verification",
     "repository_remove_abandoned",
+    "repository_verify_checksums",
 ]
 
 
@@ -43,15 +45,6 @@ def repository_choose_backup(
     return backup
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
-def backup_fetch_verified(repository: Repository, backup: Backup) -> pg_backup.FetchedBackup:
-    """Download the backup and verify every object's size and sha256 before anything else."""
-    with reported_progress("download"):
-        fetched = pg_backup.fetch_backup(repository, backup)
-    logger().info("downloaded %s; every checksum matches the manifest", backup.id)
-    return fetched
-
-
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
 def repository_copy_backup(source: Repository, manifest: Manifest, target: Repository) -> str:
     """Copy a committed backup to another repository (checksums re-checked on the way)."""
@@ -63,7 +56,7 @@ def repository_copy_backup(source: Repository, manifest: Manifest, target: Repos
         include_legacy=False,
     )
     with reported_progress("copy"):
-        pg_backup.copy_backup(source, backup, target)
+        copy_backup(source, backup, target)
     logger().info("copied %s to %s", manifest.id, target.name)
     return target.name
 
@@ -112,3 +105,46 @@ def repository_remove_abandoned(repository: Repository, engine: str) -> list[str
     for prefix in removed:
         logger().warning("removed abandoned backup attempt %s in %s", prefix, repository.name)
     return removed
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
+def repository_newest_backup(
+    repository: Repository, engine: str, system: str, database: str | None
+) -> Backup | None:
+    """The newest complete backup by consistent point (legacy ones included), or None."""
+    if not repository.store.exists():
+        return None
+    backups = repository.backups(engine, system, database)
+    return backups[0] if backups else None
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def repository_verify_checksums(repository: Repository, backup: Backup) -> list[str]:
+    """Re-read every object of the backup and compare size and sha256 with its manifest."""
+    if backup.manifest is None:
+        return []  # a legacy file has no manifest; its gzip stream is checked by the restore
+    problems = repository.verify_objects(backup)
+    log = logger()
+    for problem in problems:
+        log.error("backup %s in %s: %s", backup.id, repository.name, problem)
+    if not problems:
+        log.info("every checksum of %s matches its manifest", backup.id)
+    return problems
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def repository_record_verification(
+    repository: Repository, backup: Backup, record: dict[str, Any]
+) -> str:
+    """Store the verification record next to the backup, so it outlives this run."""
+    key = repository.record_verification(backup, record)
+    logger().info("recorded verification of %s: %s", backup.id, record["outcome"])
+    return key
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
+def repository_list_databases(repository: Repository, engine: str, system: str) -> list[str]:
+    """The databases a repository holds backups of, for a system declared without any."""
+    if not repository.store.exists():
+        return []
+    return sorted({b.database for b in repository.backups(engine, system, None)})

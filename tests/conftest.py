@@ -23,7 +23,7 @@ os.environ.pop("DR_CONFIG", None)
 import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from dr_runbooks.pgconn import ConnInfo  # noqa: E402
+from dr_runbooks.postgres.connection import ConnInfo  # noqa: E402
 from tests.azurite import Azurite  # noqa: E402
 
 

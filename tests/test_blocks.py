@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr, ValidationError
 
 from blocks import AzureBackupRepository, LocalBackupRepository, PostgresDatabase
-from dr_runbooks.secrets import redact
+from dr_runbooks.redaction import redact
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS: list[type[Block]] = [PostgresDatabase, LocalBackupRepository, AzureBackupRepository]

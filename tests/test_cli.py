@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dr_runbooks.pgconn import ConnInfo
+from dr_runbooks.postgres.connection import ConnInfo
 
 PASSWORD = "Cli-Secret-9f2e77"
 
@@ -20,7 +20,7 @@ def dr(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "dr_runbooks.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -183,7 +183,7 @@ def test_prune_applies_retention_with_a_dry_run_first(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
     from dr_runbooks.repository import Repository
-    from dr_runbooks.store import LocalStore
+    from dr_runbooks.storage import LocalStore
     from tests.test_repository import fake_backup
 
     repo = Repository(LocalStore(tmp_path / "repo"))

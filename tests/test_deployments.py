@@ -16,7 +16,7 @@ from prefect.cli.deploy._models import PrefectYamlModel
 from prefect.flows import load_flow_from_entrypoint
 from prefect.server.schemas.schedules import CronSchedule, RRuleSchedule
 
-from dr_runbooks.serving import deployment_specs
+from cli.deployments import deployment_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"

@@ -20,7 +20,7 @@ from dr_runbooks.repository import (
     new_backup_id,
     parse_time,
 )
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

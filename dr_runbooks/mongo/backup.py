@@ -44,13 +44,14 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from dr_runbooks import progress
-from dr_runbooks.errors import DumpFailed, InvalidArchive, OperationFailed
+from dr_runbooks.errors import DRError, DumpFailed, InvalidArchive, OperationFailed
+from dr_runbooks.redaction import redact
 from dr_runbooks.repository import Manifest, ObjectEntry, Repository, new_backup_id
-from dr_runbooks.secrets import redact
 from dr_runbooks.streams import Digest, compress, hashed
+from dr_runbooks.text import first_line
 
 from .archive import ArchiveHeader, ArchivePrelude, ArchiveReader, ArchiveWriter
-from .connection import MongoConnInfo, check_database_name
+from .connection import MongoConnInfo, check_database_name, connection_error
 from .model import OPLOG_NAMESPACE, TIMESERIES_BUCKETS_PREFIX, Namespace, to_json_value
 
 __all__ = [
@@ -88,9 +89,10 @@ class ServerInfo:
         return (int(match.group(1)), int(match.group(2))) if match else ()
 
 
-def _failed(exc: BaseException, what: str) -> DumpFailed:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return DumpFailed(f"{what}: {redact(text)}")
+def _failed(exc: BaseException, what: str) -> DRError:
+    """A server error as ours: unreachable (transient) or refused (bad input) when that is what
+    it says, else a failed dump."""
+    return connection_error(exc, what) or DumpFailed(f"{what}: {first_line(exc)}")
 
 
 def server_info(client: Any) -> ServerInfo:

@@ -13,8 +13,8 @@ zero-argument callable returning a pymongo ``MongoClient`` or anything that beha
 :meth:`MongoConnInfo.client_factory` makes real clients; the ``MongoDatabase`` block passes its
 own ``get_client``; tests pass a fake server's client. That callable is the one seam.
 
-:func:`resolve_mongo_target` turns a dr.yaml system with ``engine: mongodb`` (or a run-time
-override) into a :class:`MongoTarget`, the MongoDB twin of :class:`dr_runbooks.resolve.Target`.
+pymongo's errors are translated at this edge by :func:`connection_error`, as psycopg's are for
+PostgreSQL: a server that cannot be reached is transient, refused credentials are bad input.
 """
 
 from __future__ import annotations
@@ -33,21 +33,16 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from dr_runbooks.config import Config, ConnectionConfig, SystemConfig
-from dr_runbooks.errors import BadInput, ConfigError
-from dr_runbooks.pgconn import ConnectionFailed
-from dr_runbooks.repository import Repository
-from dr_runbooks.secrets import redact, register_secret
+from dr_runbooks.errors import BadInput, ConnectionFailed, ServerUnreachable
+from dr_runbooks.redaction import redact, register_secret
+from dr_runbooks.text import first_line
 
 __all__ = [
     "SYSTEM_DATABASES",
     "ClientFactory",
-    "ConnectionFailed",
     "MongoConnInfo",
-    "MongoTarget",
-    "mongo_connection_for",
-    "mongo_connection_override",
-    "resolve_mongo_target",
+    "check_database_name",
+    "connection_error",
     "tools_config_file",
 ]
 
@@ -244,149 +239,21 @@ def tools_config_file(info: MongoConnInfo) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-# -- dr.yaml systems --------------------------------------------------------------------------
+#: Server error codes that say the request itself is wrong: retrying cannot help.
+_REFUSED_CODES = frozenset({18, 13, 8000})  # AuthenticationFailed, Unauthorized, Atlas auth
 
 
-def _env(name: str, purpose: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigError(f"environment variable {name} ({purpose}) is not set")
-    register_secret(value)
-    return value
+def connection_error(
+    exc: BaseException, context: str
+) -> ConnectionFailed | ServerUnreachable | None:
+    """pymongo's error as ours, or None when it is not about reaching the server: refused
+    credentials are bad input (:class:`ConnectionFailed`), a server that cannot be reached is
+    transient (:class:`ServerUnreachable`)."""
+    from pymongo.errors import ConnectionFailure, OperationFailure
 
-
-def _load_block(name: str) -> Any:
-    """A saved block: ``slug/name`` loads any block type, a plain name a ``MongoDatabase``."""
-    try:
-        if "/" in name:
-            from prefect.blocks.core import Block
-
-            return Block.load(name)
-        from blocks.mongo import MongoDatabase
-
-        return MongoDatabase.load(name)
-    except Exception as exc:  # no server, no such block, wrong type
-        raise ConfigError(
-            f"cannot load MongoDB block {name!r}: {redact(str(exc).splitlines()[0])}"
-        ) from None
-
-
-def connection_from_block(name: str) -> tuple[MongoConnInfo, list[str]]:
-    """A block's connection (whose client factory is the block's ``get_client``) and the
-    databases it names."""
-    block = _load_block(name)
-    conninfo = getattr(block, "conninfo", None)
-    if conninfo is None:
-        raise ConfigError(f"block {name!r} is not a MongoDB connection block")
-    info: MongoConnInfo = conninfo()
-    return info, list(getattr(block, "databases", []) or [])
-
-
-def mongo_connection_for(system: SystemConfig) -> tuple[MongoConnInfo, list[str]]:
-    """A MongoDB system's connection from its block, URI variable or fields, and the databases
-    its block names (empty: decided by dr.yaml, the URI or the server)."""
-    conn: ConnectionConfig = system.connection
-    if conn.block:
-        return connection_from_block(conn.block)
-    if conn.dsn_env:
-        info = MongoConnInfo.from_uri(_env(conn.dsn_env, "MongoDB URI"))
-    else:
-        info = MongoConnInfo()
-    password = _env(conn.password_env, "MongoDB password") if conn.password_env else None
-    if conn.host:
-        port = f":{conn.port}" if conn.port else ""
-        info = replace(info, hosts=(conn.host + port,))
-    return (
-        replace(
-            info,
-            user=conn.user or info.user,
-            password=SecretStr(password) if password else info.password,
-            database=conn.dbname or info.database,
-            tls=info.tls or (conn.sslmode or "disable") not in ("disable", "allow", "prefer"),
-        ),
-        [],
-    )
-
-
-def mongo_connection_override(spec: str) -> tuple[MongoConnInfo, list[str]]:
-    """``env:VAR`` (a URI in an environment variable) or a saved block name."""
-    if spec.startswith("env:"):
-        return MongoConnInfo.from_uri(_env(spec[4:], "MongoDB URI")), []
-    return connection_from_block(spec)
-
-
-@dataclass
-class MongoTarget:
-    """A MongoDB system resolved for one run: how to connect, which databases, where to.
-
-    An empty ``databases`` means every database on the server except admin, local and config,
-    listed when the run starts.
-    """
-
-    system: str
-    conninfo: MongoConnInfo
-    databases: list[str]
-    repositories: list[Repository]
-    tier: str = "critical"
-    health_url: str | None = None
-    verify_server_env: str | None = None
-    config: Config = field(default_factory=Config, repr=False)
-
-    @property
-    def primary(self) -> Repository:
-        return self.repositories[0]
-
-
-def resolve_mongo_target(
-    config: Config,
-    system: str | None,
-    connection: str | None = None,
-    database: str | None = None,
-    repositories: list[str] | None = None,
-) -> MongoTarget:
-    """Combine dr.yaml with run-time overrides; every problem is a :class:`ConfigError`."""
-    from dr_runbooks.resolve import repositories_for, repository_from_spec
-
-    declared = config.systems.get(system) if system else None
-    if system and declared is None and connection is None:
-        config.system(system)  # raises: unknown system
-    if declared is not None and declared.engine != "mongodb":
-        raise ConfigError(f"system {system!r} is a {declared.engine} system, not mongodb")
-    if connection:
-        info, block_databases = mongo_connection_override(connection)
-    elif declared is not None:
-        info, block_databases = mongo_connection_for(declared)
-    else:
-        raise ConfigError("name a system from dr.yaml or give a connection (--uri)")
-    if database:
-        databases = [database]
-    elif declared is not None and declared.databases:
-        databases = list(declared.databases)
-    elif block_databases:
-        databases = block_databases
-    elif info.database and info.database not in SYSTEM_DATABASES:
-        databases = [info.database]
-    else:
-        databases = []
-    for name in databases:
-        check_database_name(name)
-        if name in SYSTEM_DATABASES:
-            raise ConfigError(f"{name} is a system database; it is not backed up or restored")
-    if repositories:
-        repos = [repository_from_spec(spec, config) for spec in repositories]
-    elif declared is not None:
-        repos = repositories_for(config, declared)
-    else:
-        raise ConfigError(
-            "no repository named (use --repo or the system's repositories in dr.yaml)"
-        )
-    return MongoTarget(
-        system=system or info.default_system_name(),
-        conninfo=info,
-        databases=databases,
-        repositories=repos,
-        tier=declared.tier if declared else "critical",
-        health_url=declared.health_url if declared else None,
-        verify_server_env=declared.verify_server_env if declared else None,
-        config=config,
-    )
+    message = f"{context}: {first_line(exc)}"
+    if isinstance(exc, OperationFailure) and exc.code in _REFUSED_CODES:
+        return ConnectionFailed(message)
+    if isinstance(exc, ConnectionFailure):
+        return ServerUnreachable(message)
+    return None

@@ -104,10 +104,6 @@ class CollectionMetadata:
     json: str = field(repr=False)
 
     @property
-    def index_names(self) -> list[str]:
-        return [str(index.get("name")) for index in self.indexes]
-
-    @property
     def time_field(self) -> str | None:
         timeseries = self.options.get("timeseries")
         if isinstance(timeseries, Mapping) and isinstance(timeseries.get("timeField"), str):

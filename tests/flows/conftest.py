@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-from dr_runbooks.pgconn import ConnInfo
-from dr_runbooks.postgres import pg_tool
+from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.postgres.tools import pg_tool
+from tests.webhook import Receiver
 
 PASSWORD = "Sup3r-Secret-Pa55word"
 
@@ -64,6 +66,18 @@ systems:
 def use_database(config: Path, database: str) -> str:
     config.write_text(config.read_text().replace("PLACEHOLDER", database))
     return str(config)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    CustomWebhookNotificationBlock(
+        name="dr-test",
+        url=hook.url,
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+    ).save("dr-test-alerts", overwrite=True)
+    yield hook
+    hook.server.shutdown()
 
 
 os.environ.setdefault("DR_TEST_MARKER", "1")

@@ -14,10 +14,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
-from dr_runbooks.pgconn import ConnInfo
+from dr_runbooks.errors import Rejected
+from dr_runbooks.postgres.connection import ConnInfo
 from flows.backup_postgres import backup_postgres
 from flows.database_failure import database_failure
-from tasks.approval import Rejected
 from tests.flows.conftest import use_database
 from tests.pg_helpers import table_fingerprints
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
-from dr_runbooks.azure_store import AzureBlobStore, parse_container_url
-from dr_runbooks.pgconn import ConnInfo
+from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.repository import Repository
+from dr_runbooks.storage.azure import AzureBlobStore, parse_container_url
 from flows.backup_postgres import backup_postgres
 from flows.database_failure import database_failure
 from tests.pg_helpers import table_fingerprints
@@ -63,7 +63,7 @@ def test_backup_to_azure_and_local_then_restore_from_azure(
 
 def test_dr_serve_registers_every_deployment_of_prefect_yaml(tmp_path: Path) -> None:
     listed = subprocess.run(
-        [sys.executable, "-m", "dr_runbooks.cli", "serve", "--list"],
+        [sys.executable, "-m", "cli", "serve", "--list"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -74,7 +74,7 @@ def test_dr_serve_registers_every_deployment_of_prefect_yaml(tmp_path: Path) -> 
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     server = subprocess.Popen(
-        [sys.executable, "-m", "dr_runbooks.cli", "serve"],
+        [sys.executable, "-m", "cli", "serve"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -117,7 +117,7 @@ systems:
 
     def status() -> dict:
         result = subprocess.run(
-            [sys.executable, "-m", "dr_runbooks.cli", "--config", str(config), "status", "--json"],
+            [sys.executable, "-m", "cli", "--config", str(config), "status", "--json"],
             capture_output=True,
             text=True,
         )

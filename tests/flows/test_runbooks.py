@@ -20,9 +20,9 @@ from dr_runbooks.errors import (
     RepositoryNotFound,
     RestoreVerificationFailed,
 )
-from dr_runbooks.pgconn import ConnInfo
+from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.repository import Repository
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 from flows.backup_postgres import backup_postgres
 from flows.database_failure import database_failure
 from tests.flows.conftest import PASSWORD, use_database

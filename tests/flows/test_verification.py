@@ -7,64 +7,26 @@ import hashlib
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zstandard
-from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
 from dr_runbooks.config import load_config
 from dr_runbooks.errors import DRError, RestoreVerificationFailed
-from dr_runbooks.pgconn import ConnInfo
-from dr_runbooks.postgres import pg_tool
+from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.postgres.tools import pg_tool
 from dr_runbooks.repository import MANIFEST, Repository
-from dr_runbooks.resolve import repository_from_config
 from dr_runbooks.status import system_status
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
+from dr_runbooks.targets import repository_from_config
 from flows.backup_postgres import backup_postgres
 from flows.verify_backups import verify_backups
 from tests.flows.conftest import PASSWORD, use_database
 from tests.pg_helpers import database_names, run_sql_file
 from tests.shared_data import shared_data
-
-
-class Receiver:
-    """A local HTTP endpoint that records what a webhook notification posts."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                receiver.messages.append(json.loads(self.rfile.read(length) or b"{}"))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    hook = Receiver()
-    CustomWebhookNotificationBlock(
-        name="dr-test",
-        url=hook.url,
-        json_data={"subject": "{{subject}}", "body": "{{body}}"},
-    ).save("dr-test-alerts", overwrite=True)
-    yield hook
-    hook.server.shutdown()
+from tests.webhook import Receiver
 
 
 @pytest.fixture
@@ -112,7 +74,7 @@ def test_a_good_backup_is_test_restored_recorded_and_status_ok(
     assert _states(config) == ["OK"]
     assert receiver.messages == []
     status = subprocess.run(
-        [sys.executable, "-m", "dr_runbooks.cli", "--config", path, "status", "--json"],
+        [sys.executable, "-m", "cli", "--config", path, "status", "--json"],
         capture_output=True,
         text=True,
     )
@@ -140,7 +102,7 @@ def test_a_corrupted_object_fails_verification_notifies_and_shows_failed(
     assert "shop" in message["subject"] and "data.dump.zst" in message["body"]
     assert "flow run" in message["body"]
     status = subprocess.run(
-        [sys.executable, "-m", "dr_runbooks.cli", "--config", path, "status"],
+        [sys.executable, "-m", "cli", "--config", path, "status"],
         capture_output=True,
         text=True,
     )
@@ -261,7 +223,7 @@ def test_pagila_backup_is_proven_restorable(
 def test_status_without_backups_is_missing_and_exits_non_zero(config: Path) -> None:
     path = use_database(config, "never_backed_up")
     status = subprocess.run(
-        [sys.executable, "-m", "dr_runbooks.cli", "--config", path, "status", "--json"],
+        [sys.executable, "-m", "cli", "--config", path, "status", "--json"],
         capture_output=True,
         text=True,
     )

@@ -9,7 +9,7 @@ import pytest
 
 from dr_runbooks.mongo.connection import MongoConnInfo
 from dr_runbooks.repository import Repository
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 from tests.mongodb_engine.fake import FakeServer
 
 PASSWORD = "M0ngo-Sup3r-Secret"

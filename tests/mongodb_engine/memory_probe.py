@@ -20,9 +20,11 @@ import pymongo.errors  # noqa: F401 - imported by the engine on first use; not d
 from bench.mongo_archive import documents
 from dr_runbooks.mongo.backup import backup_database
 from dr_runbooks.mongo.connection import MongoConnInfo
-from dr_runbooks.mongo.restore import fetch_backup, plan_restore, restore_into_side
+from dr_runbooks.mongo.fetch import fetch_backup
+from dr_runbooks.mongo.plan import plan_restore
+from dr_runbooks.mongo.side import restore_into_side
 from dr_runbooks.repository import Repository
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 
 BATCH = 1000
 

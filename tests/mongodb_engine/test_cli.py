@@ -12,7 +12,7 @@ from pathlib import Path
 from dr_runbooks.mongo.backup import backup_database
 from dr_runbooks.mongo.connection import MongoConnInfo
 from dr_runbooks.repository import Manifest, ObjectEntry, Repository
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 from tests.mongodb_engine.fake import FakeServer
 from tests.mongodb_engine.seed import seed_shop
 from tests.shared_data import REPO_ROOT, shared_data
@@ -24,7 +24,7 @@ def dr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The installed ``dr`` entry point, in a directory without a dr.yaml."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DR_"))}
     return subprocess.run(
-        [sys.executable, "-c", "from dr_runbooks.cli import main; main()", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=120,

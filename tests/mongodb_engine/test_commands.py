@@ -16,13 +16,11 @@ from dr_runbooks.errors import DumpFailed, RestoreFailed
 from dr_runbooks.mongo import ArchiveHeader, ArchivePrelude, ArchiveWriter, open_dump
 from dr_runbooks.mongo.backup import backup_database
 from dr_runbooks.mongo.connection import MongoConnInfo
-from dr_runbooks.mongo.restore import (
-    fetch_backup,
-    plan_restore,
-    replay_oplog,
-    restore_into_side,
-    verify_restore,
-)
+from dr_runbooks.mongo.fetch import fetch_backup
+from dr_runbooks.mongo.oplog import replay_oplog
+from dr_runbooks.mongo.plan import plan_restore
+from dr_runbooks.mongo.side import restore_into_side
+from dr_runbooks.mongo.verify import verify_restore
 from dr_runbooks.repository import Repository
 from tests.mongo.test_archive import buckets
 from tests.mongodb_engine.fake import Call, FakeServer

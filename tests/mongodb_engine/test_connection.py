@@ -16,10 +16,10 @@ from dr_runbooks.config import load_config
 from dr_runbooks.errors import ConfigError
 from dr_runbooks.mongo.connection import (
     MongoConnInfo,
-    resolve_mongo_target,
     tools_config_file,
 )
-from dr_runbooks.secrets import redact
+from dr_runbooks.redaction import redact
+from dr_runbooks.targets import resolve_target
 from tests.mongodb_engine.conftest import PASSWORD, URI
 
 
@@ -104,15 +104,30 @@ systems:
 """)
     config = load_config(config_file)
 
-    target = resolve_mongo_target(config, "docs")
+    target = resolve_target(config, "mongodb", "docs")
     assert target.system == "docs" and target.databases == ["app"]
     assert target.conninfo.describe() == "admin@db.internal/app"
     assert target.primary.name == "primary"
-    assert resolve_mongo_target(config, "docs", database="other").databases == ["other"]
+    assert resolve_target(config, "mongodb", "docs", database="other").databases == ["other"]
     with pytest.raises(ConfigError, match="is a postgres system"):
-        resolve_mongo_target(config, "pg")
+        resolve_target(config, "mongodb", "pg")
     with pytest.raises(ConfigError, match="admin is a system database"):
-        resolve_mongo_target(config, "docs", database="admin")
+        resolve_target(config, "mongodb", "docs", database="admin")
     monkeypatch.delenv("DR_TEST_MONGO_URI")
     with pytest.raises(ConfigError, match="DR_TEST_MONGO_URI"):
-        resolve_mongo_target(config, "docs")
+        resolve_target(config, "mongodb", "docs")
+
+
+def test_pymongo_errors_are_translated_at_the_edge() -> None:
+    from pymongo.errors import AutoReconnect, OperationFailure, ServerSelectionTimeoutError
+
+    from dr_runbooks.errors import ConnectionFailed, ServerUnreachable
+    from dr_runbooks.mongo.connection import connection_error
+
+    unreachable = connection_error(ServerSelectionTimeoutError("no servers found"), "listing")
+    assert isinstance(unreachable, ServerUnreachable)
+    assert str(unreachable) == "listing: no servers found"
+    assert isinstance(connection_error(AutoReconnect("connection reset"), "x"), ServerUnreachable)
+    refused = connection_error(OperationFailure("Authentication failed.", code=18), "x")
+    assert isinstance(refused, ConnectionFailed)
+    assert connection_error(OperationFailure("E11000 duplicate key", code=11000), "x") is None

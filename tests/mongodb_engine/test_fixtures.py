@@ -9,17 +9,15 @@ import pytest
 
 from dr_runbooks.errors import BadInput, InvalidArchive
 from dr_runbooks.mongo import UnrestorableIndex, open_dump
-from dr_runbooks.mongo.restore import (
-    fetch_backup,
-    plan_restore,
-    replay_oplog,
-    restore_into_side,
-    swap_database,
-    verify_backup,
-    verify_restore,
-)
+from dr_runbooks.mongo.fetch import fetch_backup
+from dr_runbooks.mongo.oplog import replay_oplog
+from dr_runbooks.mongo.plan import plan_restore
+from dr_runbooks.mongo.side import restore_into_side
+from dr_runbooks.mongo.swap import swap_database
+from dr_runbooks.mongo.verification import verify_backup
+from dr_runbooks.mongo.verify import verify_restore
 from dr_runbooks.repository import Repository
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 from tests.mongo import oracle
 from tests.mongodb_engine.fake import FakeServer
 from tests.shared_data import shared_data

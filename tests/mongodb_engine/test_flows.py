@@ -21,7 +21,7 @@ from blocks.mongo import MongoDatabase
 from dr_runbooks.errors import ChecksumMismatch
 from dr_runbooks.mongo.backup import DATA
 from dr_runbooks.repository import Repository
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 from flows.backup_mongodb import backup_mongodb
 from flows.database_failure_mongodb import database_failure_mongodb
 from tests.mongodb_engine.conftest import PASSWORD, URI
@@ -192,8 +192,8 @@ def test_verification_flow_and_status_cover_mongodb_systems(
 ) -> None:
     from dr_runbooks.config import load_config
     from dr_runbooks.errors import RestoreVerificationFailed
-    from dr_runbooks.resolve import repository_from_config
     from dr_runbooks.status import system_status
+    from dr_runbooks.targets import repository_from_config
     from flows.verify_backups import verify_backups
 
     _, config = shop
@@ -221,3 +221,44 @@ def test_verification_flow_and_status_cover_mongodb_systems(
     with pytest.raises(RestoreVerificationFailed):
         verify_backups(systems=["docs"], notify=False, config_path=config)
     assert states() == ["FAILED"]
+
+
+def test_an_unreachable_verification_server_fails_that_system_only(
+    shop: tuple[FakeServer, str], tmp_path: Path
+) -> None:
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from dr_runbooks.errors import RestoreVerificationFailed
+    from flows.verify_backups import verify_backups
+
+    _, config = shop
+    down_key = secrets.token_hex(4)
+    down = FakeServer()
+    seed_shop(down, orders=10)
+    SERVERS[down_key] = down
+    FakeMongoDatabase(uri=SecretStr(URI), server_key=down_key, databases=["shop"]).save(
+        f"down-{down_key}", overwrite=True
+    )
+    Path(config).write_text(
+        Path(config).read_text()
+        + f"""  gone:
+    engine: mongodb
+    connection: {{block: "dr-test-fake-mongodb/down-{down_key}"}}
+    repositories: [primary]
+"""
+    )
+    backup_mongodb(system="docs", engine="native", config_path=config)
+    backup_mongodb(system="gone", engine="native", config_path=config)
+    down.refuse = ServerSelectionTimeoutError("no servers found: connection refused")
+    try:
+        with pytest.raises(RestoreVerificationFailed, match="gone/shop") as failed:
+            verify_backups(systems=["docs", "gone"], notify=False, config_path=config)
+    finally:
+        del SERVERS[down_key]
+
+    assert "docs/shop" not in str(failed.value)  # the reachable system was verified
+    repository = Repository(LocalStore(tmp_path / "primary"))
+    [ok] = repository.verifications(repository.find("mongodb", "docs", "shop"))
+    [bad] = repository.verifications(repository.find("mongodb", "gone", "shop"))
+    assert ok["outcome"] == "ok"
+    assert bad["outcome"] == "failed" and "no servers found" in bad["problems"][0]

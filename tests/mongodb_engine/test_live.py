@@ -19,17 +19,15 @@ import pytest
 
 from dr_runbooks.mongo.backup import backup_database, server_info
 from dr_runbooks.mongo.connection import MongoConnInfo
-from dr_runbooks.mongo.restore import (
-    fetch_backup,
-    plan_restore,
-    replay_oplog,
-    restore_into_side,
-    swap_database,
-    verify_backup,
-    verify_restore,
-)
+from dr_runbooks.mongo.fetch import fetch_backup
+from dr_runbooks.mongo.oplog import replay_oplog
+from dr_runbooks.mongo.plan import plan_restore
+from dr_runbooks.mongo.side import restore_into_side
+from dr_runbooks.mongo.swap import swap_database
+from dr_runbooks.mongo.verification import verify_backup
+from dr_runbooks.mongo.verify import verify_restore
 from dr_runbooks.repository import Repository
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 from tests.mongo.test_archive import EVERY_KIND_OF_INDEX
 
 URI = os.environ.get("DR_TEST_MONGODB_URI")

@@ -12,14 +12,12 @@ import zstandard
 from dr_runbooks.errors import RestoreFailed
 from dr_runbooks.mongo.backup import DATA, backup_database
 from dr_runbooks.mongo.connection import MongoConnInfo
-from dr_runbooks.mongo.restore import (
-    fetch_backup,
-    plan_restore,
-    replay_oplog,
-    restore_into_side,
-    swap_database,
-    verify_restore,
-)
+from dr_runbooks.mongo.fetch import fetch_backup
+from dr_runbooks.mongo.oplog import replay_oplog
+from dr_runbooks.mongo.plan import plan_restore
+from dr_runbooks.mongo.side import restore_into_side
+from dr_runbooks.mongo.swap import swap_database
+from dr_runbooks.mongo.verify import verify_restore
 from dr_runbooks.repository import Repository
 from tests.mongo import oracle
 from tests.mongo.test_archive import EVERY_KIND_OF_INDEX

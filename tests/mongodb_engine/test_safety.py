@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from pymongo.errors import OperationFailure
 
-from dr_runbooks.errors import BadInput, ChecksumMismatch, DumpFailed
+from dr_runbooks.errors import BadInput, ChecksumMismatch, ConnectionFailed, DumpFailed
 from dr_runbooks.mongo.backup import DATA, backup_database
 from dr_runbooks.mongo.connection import MongoConnInfo
-from dr_runbooks.mongo.restore import fetch_backup, verify_backup
+from dr_runbooks.mongo.fetch import fetch_backup
+from dr_runbooks.mongo.verification import verify_backup
+from dr_runbooks.redaction import redact
 from dr_runbooks.repository import Repository
-from dr_runbooks.secrets import redact
 from tests.mongodb_engine.conftest import PASSWORD, URI
 from tests.mongodb_engine.fake import FakeServer
 from tests.mongodb_engine.seed import seed_shop
@@ -72,7 +73,7 @@ def test_no_password_in_logs_errors_or_reprs(
     refusing = FakeServer()
     refusing.refuse = OperationFailure(f"Authentication failed for {URI}", code=18)
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(DumpFailed) as failed:
+    with pytest.raises(ConnectionFailed) as failed:  # refused credentials: bad input
         backup_database(conninfo_for(refusing), "shop", "app", repository, engine="native")
     assert "Authentication failed" in str(failed.value)
     assert PASSWORD not in str(failed.value)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from dr_runbooks import drill_data, pg_backup, postgres
 from dr_runbooks.errors import ChecksumMismatch, DumpFailed
-from dr_runbooks.pgconn import ConnInfo
+from dr_runbooks.postgres import backup as pg_backup
+from dr_runbooks.postgres import checks, drill_data, restore
+from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.repository import MANIFEST, MARKER, Repository
-from dr_runbooks.store import LocalStore
+from dr_runbooks.storage import LocalStore
 from tests.pg_helpers import database_names, run_sql_file, table_fingerprints
 from tests.shared_data import shared_data
 
@@ -27,11 +28,11 @@ def _restore(
 ) -> pg_backup.FetchedBackup:
     backup = repo.find("postgres", system, database, backup_id=backup_id)
     fetched = pg_backup.fetch_backup(repo, backup)
-    postgres.ensure_roles(conninfo, fetched.roles)
+    restore.ensure_roles(conninfo, fetched.roles)
     assert fetched.settings is not None
-    postgres.prepare_database(conninfo, target, fetched.settings)
-    postgres.pg_restore(conninfo, target, fetched.dump, jobs=2)
-    postgres.finish_database(conninfo, target, fetched.settings)
+    restore.prepare_database(conninfo, target, fetched.settings)
+    restore.pg_restore(conninfo, target, fetched.dump, jobs=2)
+    restore.finish_database(conninfo, target, fetched.settings)
     fetched.cleanup()
     return fetched
 
@@ -118,7 +119,7 @@ def test_counts_come_from_the_dumps_snapshot(
     assert inserted[0] > 0
     target = f"{source}__copy"
     _restore(pg_server, repo, manifest.id, "busy", source, target)
-    assert postgres.table_counts(pg_server, target) == manifest.tables
+    assert checks.table_counts(pg_server, target) == manifest.tables
     assert manifest.tables["public.events"] < 200000 + inserted[0]
 
 

@@ -17,8 +17,8 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from dr_runbooks.azure_store import AzureBlobStore, container_client_from
-from dr_runbooks.store import LocalStore, Store
+from dr_runbooks.storage import LocalStore, Store
+from dr_runbooks.storage.azure import AzureBlobStore, container_client_from
 from tests.azurite import ACCOUNT_KEY, Azurite
 
 

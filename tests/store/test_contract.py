@@ -1,5 +1,5 @@
-"""The store contract (see :mod:`dr_runbooks.store`), run on every backend, then what only the
-Azure backend has: its ways in (connection string, SAS URL, ``--repo`` URLs), failing fast,
+"""The store contract (see :mod:`dr_runbooks.storage.base`), run on every backend, then what only
+the Azure backend has: its ways in (connection string, SAS URL, ``--repo`` URLs), failing fast,
 keeping tokens out of messages, the soft-delete policy and bounded memory.
 """
 
@@ -30,7 +30,14 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from dr_runbooks.azure_store import (
+from dr_runbooks.errors import (
+    ConfigError,
+    ObjectNotFound,
+    OperationFailed,
+    RepositoryNotFound,
+)
+from dr_runbooks.storage import Store
+from dr_runbooks.storage.azure import (
     CONNECTION_STRING_ENV,
     DEFAULT_BLOCK_SIZE,
     AzureBlobStore,
@@ -38,13 +45,6 @@ from dr_runbooks.azure_store import (
     container_client_from,
     parse_container_url,
 )
-from dr_runbooks.errors import (
-    ConfigError,
-    ObjectNotFound,
-    OperationFailed,
-    RepositoryNotFound,
-)
-from dr_runbooks.store import Store
 from tests.azurite import ACCOUNT_KEY, ACCOUNT_NAME, REPO_ROOT, Azurite
 
 if TYPE_CHECKING:
@@ -595,7 +595,7 @@ def test_azure_client_settings_are_checked(settings: dict[str, object], error: s
 
 _MEASURE_MEMORY = """
 import hashlib, json, os, re, sys
-from dr_runbooks.azure_store import AzureBlobStore, container_client_from
+from dr_runbooks.storage.azure import AzureBlobStore, container_client_from
 
 def status_mib(field):
     with open("/proc/self/status") as status:

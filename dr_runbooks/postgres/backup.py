@@ -22,13 +22,17 @@ from typing import Any
 
 import zstandard
 
-from dr_runbooks import postgres, progress
+from dr_runbooks import progress
 from dr_runbooks.errors import ChecksumMismatch, DumpFailed, OperationFailed
-from dr_runbooks.pgconn import ConnInfo, first_line
+from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.postgres.dump import DumpStream
+from dr_runbooks.postgres.snapshot import DatabaseSettings, exported_snapshot
+from dr_runbooks.postgres.tools import tool_version
 from dr_runbooks.repository import Backup, Manifest, ObjectEntry, Repository, new_backup_id
 from dr_runbooks.streams import Digest, compress, hashed, read_chunks
+from dr_runbooks.text import first_line
 
-__all__ = ["FetchedBackup", "backup_database", "copy_backup", "fetch_backup"]
+__all__ = ["DATA", "ROLES", "FetchedBackup", "backup_database", "fetch_backup"]
 
 DATA = "data.dump.zst"
 ROLES = "roles.json"
@@ -47,7 +51,7 @@ def backup_database(
     """Dump ``database`` into ``repository`` and commit it; return the manifest."""
     started = datetime.now(UTC)
     backup_id = backup_id or new_backup_id(started)
-    with postgres.exported_snapshot(conninfo, database, role_passwords) as snapshot:
+    with exported_snapshot(conninfo, database, role_passwords) as snapshot:
         prefix = repository.begin("postgres", system, database, backup_id)
         try:
             counts: dict[str, int] = {}
@@ -60,7 +64,7 @@ def backup_database(
                     count_error.append(exc)
 
             counter = threading.Thread(target=count, daemon=True)
-            dump = postgres.DumpStream(conninfo, database, snapshot.snapshot_id)
+            dump = DumpStream(conninfo, database, snapshot.snapshot_id)
             raw, stored = Digest(), Digest()
             counter.start()
             try:
@@ -89,7 +93,7 @@ def backup_database(
                 system=system,
                 database=database,
                 server_version=snapshot.server_version,
-                tool_version=postgres.tool_version("pg_dump"),
+                tool_version=tool_version("pg_dump"),
                 started=started,
                 finished=datetime.now(UTC),
                 consistent_point=snapshot.consistent_point,
@@ -116,33 +120,6 @@ def backup_database(
     return manifest
 
 
-def copy_backup(source: Repository, backup: Backup, target: Repository) -> Manifest:
-    """Copy a complete backup to another repository, re-checking every checksum on the way."""
-    assert backup.manifest is not None
-    manifest = backup.manifest
-    prefix = target.begin(
-        "postgres" if manifest.engine == "postgres" else manifest.engine,
-        manifest.system,
-        manifest.database,
-        manifest.id,
-    )
-    try:
-        for entry in manifest.objects:
-            digest = Digest()
-            with source.store.open(backup.prefix + entry.name) as handle:
-                target.store.put(
-                    prefix + entry.name,
-                    hashed(progress.counted("copy", read_chunks(handle)), digest),
-                )
-            if digest.sha256 != entry.sha256 or digest.size != entry.size:
-                raise ChecksumMismatch(f"{backup.prefix}{entry.name} changed while copying")
-        target.commit(prefix, manifest)
-    except BaseException:
-        target.abort(prefix)
-        raise
-    return manifest
-
-
 @dataclass
 class FetchedBackup:
     """A backup downloaded to local disk, every checksum verified."""
@@ -151,7 +128,7 @@ class FetchedBackup:
     workdir: Path
     dump: Path
     roles: dict[str, Any]
-    settings: postgres.DatabaseSettings | None
+    settings: DatabaseSettings | None
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -200,7 +177,7 @@ def fetch_backup(
             if entry.name == ROLES:
                 roles = json.loads(content) if content else {}
         settings_data = manifest.details.get("database_settings")
-        settings = postgres.DatabaseSettings.from_dict(settings_data) if settings_data else None
+        settings = DatabaseSettings.from_dict(settings_data) if settings_data else None
         return FetchedBackup(backup, directory, dump_path, roles, settings)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)

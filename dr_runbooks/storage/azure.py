@@ -15,7 +15,7 @@ account URL + container        signs in with ``DefaultAzureCredential`` (``az lo
     store.create()
     store.put("postgres/app/manifest.json", [b"{}"])
 
-How the contract in :mod:`dr_runbooks.store` is kept:
+How the contract in :mod:`dr_runbooks.storage.base` is kept:
 
 - ``put`` stages blocks and commits the block list last; Azure makes a blob visible only on
   that commit, so a failed ``put`` leaves at most uncommitted blocks, which listings, reads
@@ -64,7 +64,7 @@ from dr_runbooks.errors import (
     OperationFailed,
     RepositoryNotFound,
 )
-from dr_runbooks.store import ObjectInfo, Store, _check_key
+from dr_runbooks.storage.base import ObjectInfo, Store, check_key
 
 __all__ = [
     "CONNECTION_STRING_ENV",
@@ -314,7 +314,7 @@ class AzureBlobStore(Store):
                     raise
 
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
-        blob = self.container.get_blob_client(_check_key(key))
+        blob = self.container.get_blob_client(check_key(key))
         with self._errors(f"writing {key}"):
             blocks = _regroup(chunks, self.block_size)
             first = next(blocks, b"")
@@ -361,7 +361,7 @@ class AzureBlobStore(Store):
         return size
 
     def open(self, key: str) -> BinaryIO:
-        blob = self.container.get_blob_client(_check_key(key))
+        blob = self.container.get_blob_client(check_key(key))
         first, size, etag = self._read_first(blob, key)
         if size <= len(first):
             return io.BufferedReader(_BlobReader(first, size, None, self.read_size, 1))
@@ -396,7 +396,7 @@ class AzureBlobStore(Store):
             return data, size, downloader.properties.etag
 
     def stat(self, key: str) -> ObjectInfo:
-        blob = self.container.get_blob_client(_check_key(key))
+        blob = self.container.get_blob_client(check_key(key))
         with self._errors(f"reading the properties of {key}", key):
             properties = blob.get_blob_properties()
         return ObjectInfo(key, properties.size, properties.last_modified)
@@ -408,7 +408,7 @@ class AzureBlobStore(Store):
                 yield ObjectInfo(blob.name, blob.size, blob.last_modified)
 
     def delete(self, keys: Iterable[str]) -> None:
-        names = [_check_key(key) for key in keys]
+        names = [check_key(key) for key in keys]
         if not names:
             # Keep the contract even when there is nothing to send.
             if not self._container_exists():

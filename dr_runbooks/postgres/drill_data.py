@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg import sql
 
-from dr_runbooks.pgconn import ConnInfo
+from dr_runbooks.postgres.connection import ConnInfo
 
 __all__ = ["count_markers", "seed_application", "write_markers"]
 

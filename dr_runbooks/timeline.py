@@ -1,4 +1,4 @@
-"""Timelines and reports of runbook runs: step durations, RTO and RPO against the objectives."""
+"""The timeline of one run: its steps with their UTC start, duration, outcome and detail."""
 
 from __future__ import annotations
 
@@ -9,20 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["Step", "Timeline", "human_duration", "markdown_table"]
-
-
-def human_duration(value: timedelta | float | None) -> str:
-    if value is None:
-        return "n/a"
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+__all__ = ["Step", "Timeline"]
 
 
 @dataclass
@@ -72,15 +59,3 @@ class Timeline:
 
     def rows(self) -> list[dict[str, Any]]:
         return [s.as_dict() for s in self.steps]
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "_none_\n"
-    headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        lines.append(
-            "| " + " | ".join(str(row.get(h, "")).replace("|", "\\|") for h in headers) + " |"
-        )
-    return "\n".join(lines) + "\n"

@@ -17,10 +17,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from dr_runbooks.errors import BadInput, ConfigError
-from dr_runbooks.secrets import redact, register_secret
+from dr_runbooks.errors import BadInput, ConfigError, ConnectionFailed, ServerUnreachable
+from dr_runbooks.redaction import redact, register_secret
+from dr_runbooks.text import first_line
 
-__all__ = ["ConnInfo"]
+__all__ = ["ConnInfo", "connection_error"]
 
 _ENV_NAMES = {
     "host": "PGHOST",
@@ -108,9 +109,7 @@ class ConnInfo:
         try:
             return psycopg.connect(autocommit=autocommit, **kwargs)
         except psycopg.OperationalError as exc:
-            raise ConnectionFailed(
-                f"cannot connect to {self.describe(dbname)}: {first_line(exc)}"
-            ) from None
+            raise connection_error(exc, f"cannot connect to {self.describe(dbname)}") from None
 
     def child_env(self, dbname: str | None = None) -> dict[str, str]:
         """Environment for a libpq program (pg_dump, psql…): connection and password, no argv."""
@@ -148,13 +147,28 @@ class ConnInfo:
         return f"{name}-{self.port}" if self.port and self.port != 5432 else name
 
 
-class ConnectionFailed(BadInput):
-    """The server cannot be reached or refused the credentials."""
+# libpq reports why a connection failed only in words (no SQLSTATE before the session exists).
+# These say the request itself is wrong: retrying cannot help. Anything else (refused, timed
+# out, reset, a name that does not resolve, a server starting up or out of connections) may
+# pass, and is retried.
+_REFUSED_FOR_GOOD = (
+    "password authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "no password supplied",
+    "requested scram",
+    "requested password",
+    "certificate",
+    "invalid sslmode",
+    "permission denied for database",
+)
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's text, redacted."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return redact(line.strip())
-    return type(exc).__name__
+def connection_error(exc: BaseException, context: str) -> ConnectionFailed | ServerUnreachable:
+    """psycopg's connection error as ours: bad input when the server refused the request
+    (credentials, an unknown database or role), transient when it could not be reached."""
+    message = f"{context}: {first_line(exc)}"
+    text = str(exc).lower()
+    if any(reason in text for reason in _REFUSED_FOR_GOOD):
+        return ConnectionFailed(message)
+    return ServerUnreachable(message)

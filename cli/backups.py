@@ -1,0 +1,271 @@
+"""``dr backups list``, ``prune`` and ``inspect``: what the repositories hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from cli.common import BLOCKS, DatabaseOpt, JsonOpt, SystemOpt, config, confirm, emit, out
+from dr_runbooks.errors import BackupNotFound, BadInput
+from dr_runbooks.mongo import inspect_dump
+from dr_runbooks.mongo.fetch import fetch_backup
+from dr_runbooks.repository import Repository
+from dr_runbooks.targets import repositories_for, repository_from_spec
+
+__all__ = ["app"]
+
+app = typer.Typer(no_args_is_help=True, help="Inspect the backups in a repository.")
+
+
+def _repositories(repo: str | None, system: str | None, alternative: str = "") -> list[Repository]:
+    """``--repo``, else the system's repositories, else every repository of dr.yaml."""
+    loaded = config()
+    if repo:
+        return [repository_from_spec(repo, loaded, BLOCKS)]
+    if system:
+        return repositories_for(loaded, loaded.system(system), BLOCKS)
+    if loaded.repositories:
+        return [repository_from_spec(name, loaded, BLOCKS) for name in loaded.repositories]
+    suffix = f" {alternative}" if alternative else ""
+    raise BadInput(f"name a repository (--repo) or a system (--system){suffix}")
+
+
+@app.command("list")
+def backups_list_cmd(
+    system: str | None = SystemOpt,
+    repo: str | None = typer.Option(None, "--repo", "-r", help="Repository to list."),
+    engine: str = typer.Option("postgres", help="postgres or mongodb."),
+    database: str | None = DatabaseOpt,
+    json_output: bool = JsonOpt,
+) -> None:
+    """List complete backups, newest consistent point first."""
+    repos = _repositories(repo, system)
+    rows = []
+    for repository in repos:
+        if not repository.store.exists():
+            if repo:
+                raise BadInput(f"repository does not exist: {repository.store.location}")
+            continue
+        for backup in repository.backups(engine, system, database):
+            rows.append({**backup.summary(), "repository": repository.name})
+    if json_output:
+        emit(rows, True)
+        return
+    table = Table(
+        "id", "system", "database", "consistent point (UTC)", "size", "kind", "repository"
+    )
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["system"],
+            row["database"],
+            row["consistent_point"][:19].replace("T", " "),
+            f"{row['size']:,}",
+            row["kind"],
+            row["repository"],
+        )
+    out.print(table if rows else "no backups")
+
+
+@app.command("prune")
+def backups_prune_cmd(
+    system: str | None = SystemOpt,
+    repo: str | None = typer.Option(None, "--repo", "-r", help="Only this repository."),
+    engine: str = typer.Option("postgres", help="postgres or mongodb."),
+    database: str | None = DatabaseOpt,
+    include_legacy: bool = typer.Option(
+        False, "--include-legacy", help="Let retention delete the plan's script backups."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """Apply retention now: delete backups older than each repository's retention, never
+    fewer than its min_keep, and attempts abandoned more than a day ago."""
+    if system is None:
+        raise BadInput("name the system whose backups to prune (--system)")
+    declared = config().systems.get(system)
+    repos = _repositories(repo, system)
+    engine = declared.engine if declared else engine
+    plans = []
+    for repository in repos:
+        if not repository.store.exists():
+            raise BadInput(f"repository does not exist: {repository.store.location}")
+        databases = (
+            [database]
+            if database
+            else sorted(
+                {b.database for b in repository.backups(engine, system, None, include_legacy=False)}
+            )
+        )
+        for name in databases:
+            plan = repository.plan_retention(engine, system, name, include_legacy=include_legacy)
+            plans.append((repository, name, plan))
+    doomed = [(r, b) for r, _, p in plans for b in p.delete]
+    abandoned = [(r, prefix) for r in repos for prefix in r.abandoned(engine)]
+    if doomed and not dry_run and not yes:
+        confirm(
+            "prune deletes backups",
+            "\n".join(
+                f"delete {backup.id} ({backup.consistent_point:%Y-%m-%d %H:%M} UTC) "
+                f"from {repository.name}"
+                for repository, backup in doomed
+            ),
+            f"Delete {len(doomed)} backup(s)?",
+        )
+    if not dry_run:
+        for repository, backup in doomed:
+            repository.delete_backup(backup)
+        for repository, prefix in abandoned:
+            repository.abort(prefix)
+    rows = [
+        {
+            "repository": r.name,
+            "backup_id": b.id,
+            "database": b.database,
+            "consistent_point": b.consistent_point.isoformat(),
+            "legacy": b.legacy,
+            "action": "would delete" if dry_run else "deleted",
+        }
+        for r, b in doomed
+    ]
+    rows += [
+        {
+            "repository": r.name,
+            "backup_id": prefix,
+            "database": "",
+            "consistent_point": "",
+            "legacy": False,
+            "action": ("would remove" if dry_run else "removed") + " abandoned attempt",
+        }
+        for r, prefix in abandoned
+    ]
+    kept = sum(len(p.keep) for _, _, p in plans)
+    if json_output:
+        emit({"kept": kept, "changes": rows, "dry_run": dry_run}, True)
+        return
+    for row in rows:
+        out.print(f"{row['action']} {row['backup_id']} in {row['repository']}")
+    out.print(f"kept {kept} backup(s)" + (" (dry run: nothing deleted)" if dry_run else ""))
+
+
+def _from_manifest(backup: Any, repository: str) -> dict[str, Any]:
+    """What a backup holds, from its manifest (no download)."""
+    manifest = backup.manifest
+    summary: dict[str, Any] = {
+        **backup.summary(),
+        "repository": repository,
+        "server_version": manifest.server_version,
+        "tool_version": manifest.tool_version,
+        "consistency": manifest.consistency,
+    }
+    if manifest.engine == "postgres":
+        summary["tables"] = [
+            {"table": table, "rows": rows} for table, rows in sorted(manifest.tables.items())
+        ]
+        return summary
+    described = manifest.details.get("collections") or {}
+    collections = []
+    for namespace in sorted(set(described) | set(manifest.tables)):
+        info = described.get(namespace, {})
+        collections.append(
+            {
+                "namespace": namespace,
+                "type": info.get("type", "collection"),
+                "documents": manifest.tables.get(namespace),
+                "indexes": [str(i.get("name")) for i in info.get("indexes", [])],
+                "options": info.get("options", {}),
+                "uuid": info.get("uuid"),
+            }
+        )
+    summary["collections"] = collections
+    summary["oplog"] = manifest.details.get("oplog")
+    return summary
+
+
+def _find_backup(
+    backup_id: str, repo: str | None, system: str | None, engine: str | None
+) -> tuple[Any, Any]:
+    repositories = _repositories(repo, system, "or give a path")
+    for repository in repositories:
+        if not repository.store.exists():
+            continue
+        for kind in [engine] if engine else ["mongodb", "postgres"]:
+            for backup in repository.backups(kind, system):
+                if backup.id == backup_id:
+                    return repository, backup
+    names = ", ".join(r.name for r in repositories)
+    raise BackupNotFound(f"no backup {backup_id!r} in {names} (and no such file or directory)")
+
+
+@app.command("inspect")
+def backups_inspect_cmd(
+    id_or_path: str = typer.Argument(
+        ..., help="A backup id, or mongodump output: an archive, a directory, a tar.gz."
+    ),
+    repo: str | None = typer.Option(None, "--repo", "-r", help="Repository holding the id."),
+    system: str | None = SystemOpt,
+    engine: str | None = typer.Option(None, help="postgres or mongodb (default: either)."),
+    read: bool = typer.Option(
+        False,
+        "--read",
+        help="Download a MongoDB backup and read its archive (checksum, every CRC) instead "
+        "of answering from its manifest.",
+    ),
+    validate: bool = typer.Option(False, "--validate", help="Also decode every document."),
+    json_output: bool = JsonOpt,
+) -> None:
+    """What a backup or a dump holds: collections with document counts, index names, options
+    (for a PostgreSQL backup: its tables and row counts)."""
+
+    path = Path(id_or_path).expanduser()
+    if path.exists():
+        summary: dict[str, Any] = {"source": "path", **inspect_dump(path, validate=validate)}
+    else:
+        repository, backup = _find_backup(id_or_path, repo, system, engine)
+        if backup.engine == "mongodb" and (read or backup.manifest is None):
+            fetched = fetch_backup(repository, backup)
+            try:
+                summary = {
+                    "source": "backup",
+                    **backup.summary(),
+                    "repository": repository.name,
+                    **inspect_dump(fetched.path, validate=validate),
+                    "location": backup.prefix,
+                }
+            finally:
+                fetched.cleanup()
+        else:
+            summary = {"source": "backup", **_from_manifest(backup, repository.name)}
+    if json_output:
+        emit(summary, True)
+        return
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    title = summary.get("id") or summary.get("location")
+    if "tables" in summary:
+        table = Table("table", "rows", title=f"PostgreSQL backup {title}")
+        for row in summary["tables"]:
+            table.add_row(row["table"], f"{row['rows']:,}")
+        out.print(table)
+        return
+    table = Table("namespace", "type", "documents", "indexes", "options", title=str(title))
+    for c in summary.get("collections", []):
+        documents = c.get("documents")
+        options = ", ".join(f"{k}={v}" for k, v in (c.get("options") or {}).items())
+        table.add_row(
+            c["namespace"],
+            c.get("type") or "",
+            "" if documents is None else f"{documents:,}",
+            ", ".join(c.get("indexes") or []),
+            options[:80],
+        )
+    out.print(table)
+    oplog = summary.get("oplog")
+    if oplog:
+        out.print(f"oplog: {oplog.get('entries')} entries")

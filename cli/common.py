@@ -1,0 +1,232 @@
+"""What every command shares: the consoles, the global options, running a flow with progress
+bars, output, and handing an ad-hoc connection to a flow without putting it in argv."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from dr_runbooks import progress
+from dr_runbooks.config import Config, load_config
+from dr_runbooks.errors import BadInput
+from dr_runbooks.redaction import install_log_redaction
+from dr_runbooks.repository import Repository
+from dr_runbooks.targets import Connection
+from dr_runbooks.text import human_duration
+
+__all__ = [
+    "BLOCKS",
+    "DatabaseOpt",
+    "DsnOpt",
+    "JsonOpt",
+    "SystemOpt",
+    "UriOpt",
+    "config",
+    "confirm",
+    "emit",
+    "err",
+    "handoff",
+    "opts",
+    "out",
+    "prepare_prefect",
+    "print_restore",
+    "run_flow",
+]
+
+err = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+#: Commands that run flows, and so need a Prefect API (a temporary one when none answers).
+FLOW_COMMANDS = {"backup", "restore", "drill", "verify", "serve"}
+
+
+@dataclass
+class Options:
+    debug: bool = False
+    config: str | None = None
+
+
+opts = Options()
+
+
+def config() -> Config:
+    return load_config(opts.config)
+
+
+class _Blocks:
+    """Saved blocks for the resolver, imported only when a command names one (importing
+    Prefect costs a second, which ``dr status`` and ``dr backups list`` need not pay)."""
+
+    def connection(self, name: str, engine: str) -> tuple[Connection, list[str]]:
+        from blocks import PREFECT_BLOCKS
+
+        return PREFECT_BLOCKS.connection(name, engine)
+
+    def repository(self, name: str, label: str) -> Repository:
+        from blocks import PREFECT_BLOCKS
+
+        return PREFECT_BLOCKS.repository(name, label)
+
+
+BLOCKS = _Blocks()
+
+
+SystemOpt = typer.Option(None, "--system", "-s", help="Protected system from dr.yaml.")
+DatabaseOpt = typer.Option(None, "--database", "-d", help="Database name.")
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+DsnOpt = typer.Option(
+    None,
+    "--dsn",
+    envvar="DR_DSN",
+    help="Ad-hoc connection (prefer the DR_DSN variable: argv is visible to ps).",
+)
+UriOpt = typer.Option(
+    None,
+    "--uri",
+    envvar="DR_MONGODB_URI",
+    help="Ad-hoc connection (prefer the DR_MONGODB_URI variable: argv is visible to ps).",
+)
+
+
+# -- the Prefect API --------------------------------------------------------------------------
+
+
+class _Prefect:
+    local_server: Any = None
+    settings = ExitStack()
+
+
+def prepare_prefect(argv: list[str]) -> None:
+    """Make Prefect usable offline: a temporary local server when none is configured or the
+    configured one does not answer (a disaster may have taken it)."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not opts.debug:
+        # Quiet the console only; the run's logs still reach the Prefect API at INFO.
+        for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+            os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
+    words = [a for a in argv if not a.startswith("-")]
+    if not words or words[0] not in FLOW_COMMANDS or "--help" in argv:
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from cli.prefect_server import LocalServer, is_healthy
+
+    api = PREFECT_API_URL.value()
+    if api and is_healthy(api):
+        return
+    if api:
+        err.print(
+            f"Prefect API {api} does not answer; running with a temporary local server",
+            style="yellow",
+        )
+    _Prefect.local_server = LocalServer()
+    url = _Prefect.local_server.start()
+    os.environ["PREFECT_API_URL"] = url
+    _Prefect.settings.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+
+
+def await_prefect() -> None:
+    """Wait for the temporary server, if this process started one."""
+    if _Prefect.local_server is not None:
+        timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+        _Prefect.local_server.wait(timeout)
+
+
+# -- running flows ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    bars = Progress(
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    ids: dict[str, TaskID] = {}
+
+    def listener(step: str, done: int, total: int | None) -> None:
+        if step not in ids:
+            ids[step] = bars.add_task(step, total=total)
+        bars.update(ids[step], completed=done, total=total)
+
+    with bars, progress.listening(listener):
+        yield
+
+
+def run_flow(call: Callable[[], T], json_output: bool, status: str) -> T:
+    """Run a flow with a spinner and progress bars on stderr (none with ``--json``)."""
+    install_log_redaction()
+    await_prefect()
+    spinner = err.status(status) if not json_output else nullcontext()
+    with _progress_bars(not json_output), spinner:
+        return call()
+
+
+def emit(data: Any, json_output: bool) -> None:
+    if json_output:
+        print(json.dumps(data, indent=2, default=str))
+
+
+def handoff(variable: str, value: str | None, check: Callable[[str], Any]) -> str | None:
+    """Hand an ad-hoc DSN or URI to a flow through the environment, never as a parameter
+    (flow parameters are stored by Prefect). ``check`` refuses a malformed one first."""
+    if value is None:
+        return None
+    check(value)
+    os.environ[variable] = value
+    return f"env:{variable}"
+
+
+def confirm(action: str, explanation: str, prompt: str = "Proceed?") -> None:
+    """Show what a destructive step will do and ask on a terminal; without a terminal, refuse
+    (exit 2) before showing anything."""
+    if not sys.stdin.isatty():
+        raise BadInput(f"{action}: confirm on a terminal or pass --yes")
+    err.print(explanation)
+    if not typer.confirm(prompt, default=False, err=True):
+        raise typer.Abort()
+
+
+def print_restore(result: dict[str, Any], name: str, summary: str) -> None:
+    """A restore's result for a person: the steps, then ``summary`` and where the old data is."""
+    if result.get("dry_run"):
+        out.print(result["plan"])
+        return
+    table = Table("step", "seconds", "outcome", "detail", title=f"Restore of {name}")
+    for step in result["steps"]:
+        table.add_row(step["step"], f"{step['seconds']:.2f}", step["outcome"], step["detail"])
+    out.print(table)
+    out.print(
+        f"[green]restored[/] {name} {summary}: RTO achieved "
+        f"[bold]{human_duration(result['rto_seconds'])}[/] (objective "
+        f"{human_duration(result['rto_objective_seconds'])})"
+    )
+    if result["kept_old_database"]:
+        out.print(f"the previous data is kept in {result['kept_old_database']}")

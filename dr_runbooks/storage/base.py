@@ -1,0 +1,104 @@
+"""The store interface every backup repository backend keeps.
+
+A store is a flat namespace of objects under ``/``-separated keys (``postgres/app/app/<id>/
+manifest.json``). The contract, which every backend passes in the shared contract tests
+(``tests/store/test_contract.py``); the backends are :mod:`.local` and :mod:`.azure`:
+
+- ``put`` makes an object appear **whole or not at all**: a reader never sees a half-written
+  object, and a failed ``put`` leaves no object under the key (a previous object under the same
+  key stays as it was).
+- ``open``, ``read_bytes`` and ``stat`` raise :class:`~dr_runbooks.errors.ObjectNotFound` when
+  the key holds no object.
+- ``list`` yields every object whose key starts with ``prefix``, recursively, in no particular
+  order; it never yields an object that is still being written.
+- ``delete`` removes the objects named and ignores keys that hold none.
+- Only ``create`` brings the store itself (a directory, a container) into being, and only a
+  backup calls it. Every other method on a store that does not exist raises
+  :class:`~dr_runbooks.errors.RepositoryNotFound`.
+
+Backends translate their own errors into these at the edge, with the location in the message
+and never a credential.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+from dr_runbooks.errors import ObjectNotFound
+
+__all__ = ["ObjectInfo", "Store", "check_key"]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows about one object."""
+
+    key: str
+    size: int
+    last_modified: datetime
+
+
+class Store(ABC):
+    """One repository's objects. See the module docstring for the contract."""
+
+    #: Where the store is, for messages and reports; never holds a credential.
+    location: str
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the store itself (directory, container) exists and can be reached."""
+
+    @abstractmethod
+    def create(self) -> None:
+        """Create the store if it does not exist; only a backup calls this."""
+
+    @abstractmethod
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Write the object ``key`` from ``chunks``, whole or not at all; return its size."""
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """Open the object ``key`` for streaming reads."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Return the size and modification time of the object ``key``."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every complete object whose key starts with ``prefix``."""
+
+    @abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete the objects named; keys that hold no object are ignored."""
+
+    def put_bytes(self, key: str, data: bytes) -> int:
+        """Write a small object from memory."""
+        return self.put(key, [data])
+
+    def read_bytes(self, key: str) -> bytes:
+        """Read a small object whole."""
+        with self.open(key) as handle:
+            return handle.read()
+
+    def has(self, key: str) -> bool:
+        """Whether an object exists under ``key``."""
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+def check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid object key {key!r}")
+    return key

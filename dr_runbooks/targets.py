@@ -1,0 +1,336 @@
+"""From names to working objects: a protected system resolved for one run, a repository from
+``--repo``.
+
+One :class:`Target` serves both engines; :func:`resolve_target` combines dr.yaml with a run's
+overrides and dispatches on the engine only where the engines differ (how a connection is
+parsed, whether databases may be listed on the server).
+
+The order of lookup for a repository spec: a repository declared in dr.yaml; an Azure container
+URL (``https://…``, ``azure://…``); a directory path; a saved Prefect block. Blocks are not this
+package's business (it imports no Prefect): a caller that allows them passes a
+:class:`BlockSource` (``blocks.PREFECT_BLOCKS``). Only blocks need a Prefect server, so a
+disaster that took the server leaves everything else working.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import SecretStr
+
+from dr_runbooks.config import Config, RepositoryConfig, SystemConfig
+from dr_runbooks.errors import ConfigError, RepositoryNotFound
+from dr_runbooks.mongo.connection import SYSTEM_DATABASES, MongoConnInfo, check_database_name
+from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.redaction import register_secret
+from dr_runbooks.repository import Repository
+from dr_runbooks.storage import LocalStore
+
+__all__ = [
+    "BlockSource",
+    "Connection",
+    "Engine",
+    "Target",
+    "azure_container_client",
+    "connection_from_spec",
+    "repositories_for",
+    "repository_from_config",
+    "repository_from_spec",
+    "resolve_target",
+    "verify_server_for",
+]
+
+Engine = Literal["postgres", "mongodb"]
+#: A connection of either engine; ``Target.engine`` says which.
+Connection = ConnInfo | MongoConnInfo
+
+
+class BlockSource(Protocol):
+    """Saved configuration blocks, for callers that may use them (see ``blocks``)."""
+
+    def connection(self, name: str, engine: str) -> tuple[Connection, list[str]]:
+        """The connection a block holds, and the databases it names (may be empty)."""
+
+    def repository(self, name: str, label: str) -> Repository:
+        """The backup repository a block describes, called ``label`` in messages."""
+
+
+def _no_blocks(name: str) -> ConfigError:
+    return ConfigError(f"{name!r} names a saved block, and blocks are not available here")
+
+
+def _env(name: str, purpose: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} ({purpose}) is not set")
+    register_secret(value)
+    return value
+
+
+# -- repositories ---------------------------------------------------------------------------------
+
+
+def repository_from_config(
+    config: Config, name: str, blocks: BlockSource | None = None
+) -> Repository:
+    """The repository called ``name`` in dr.yaml."""
+    spec = config.repository(name)
+    if spec.block:
+        if blocks is None:
+            raise _no_blocks(spec.block)
+        repo = blocks.repository(spec.block, name)
+        repo.retention_days, repo.min_keep = spec.retention_days, spec.min_keep
+        return repo
+    if spec.type == "local":
+        assert spec.path is not None
+        store = LocalStore(config.resolve_path(spec.path))
+        return Repository(store, name, spec.retention_days, spec.min_keep)
+    return Repository(_azure_store(spec), name, spec.retention_days, spec.min_keep)
+
+
+def _azure_store(spec: RepositoryConfig) -> Any:
+    from dr_runbooks.storage.azure import AzureBlobStore
+
+    assert spec.container is not None
+    client = azure_container_client(
+        container=spec.container,
+        connection_string=_env(spec.connection_string_env, "storage connection string")
+        if spec.connection_string_env
+        else None,
+        account_url=spec.account_url,
+        sas_token=_env(spec.sas_token_env, "SAS token") if spec.sas_token_env else None,
+    )
+    return AzureBlobStore(client)
+
+
+def azure_container_client(
+    container: str,
+    connection_string: str | None = None,
+    account_url: str | None = None,
+    sas_token: str | None = None,
+) -> Any:
+    """A ``ContainerClient`` from a connection string, an account URL with a SAS token, or an
+    account URL alone (``DefaultAzureCredential``)."""
+    from dr_runbooks.storage.azure import container_client_from
+
+    if sas_token:
+        if not account_url:
+            raise ConfigError("a SAS token needs the account URL")
+        url = f"{account_url.rstrip('/')}/{container}?{sas_token.lstrip('?')}"
+        return container_client_from(container_url=url)
+    if connection_string:
+        return container_client_from(connection_string=connection_string, container_name=container)
+    return container_client_from(account_url=account_url, container_name=container)
+
+
+def repository_from_spec(
+    spec: str,
+    config: Config,
+    blocks: BlockSource | None = None,
+    retention_days: int = 7,
+    min_keep: int = 3,
+) -> Repository:
+    """``--repo``: a dr.yaml name, an Azure container URL, a directory, or a saved block name."""
+    if spec in config.repositories:
+        return repository_from_config(config, spec, blocks)
+    if spec.startswith(("https://", "http://", "azure://")):
+        from dr_runbooks.storage.azure import AzureBlobStore, parse_container_url
+
+        store = AzureBlobStore(parse_container_url(spec))
+        return Repository(store, store.location, retention_days, min_keep)
+    if "/" in spec or spec.startswith(".") or Path(spec).exists():
+        return Repository(LocalStore(spec), spec, retention_days, min_keep)
+    if "://" in spec:
+        raise RepositoryNotFound(f"unsupported repository URL {spec!r}")
+    if blocks is None:
+        raise _no_blocks(spec)
+    return blocks.repository(spec, spec)
+
+
+def repositories_for(
+    config: Config, system: SystemConfig, blocks: BlockSource | None = None
+) -> list[Repository]:
+    if not system.repositories:
+        raise ConfigError("the system names no repositories in dr.yaml")
+    return [repository_from_config(config, name, blocks) for name in system.repositories]
+
+
+# -- connections ----------------------------------------------------------------------------------
+
+
+def connection_from_spec(
+    spec: str, engine: str, blocks: BlockSource | None = None
+) -> tuple[Connection, list[str]]:
+    """``env:VAR`` (a DSN or URI in an environment variable) or a saved block's name; with the
+    databases a block names."""
+    if spec.startswith("env:"):
+        value = _env(spec[4:], "MongoDB URI" if engine == "mongodb" else "database DSN")
+        parsed: Connection = (
+            MongoConnInfo.from_uri(value) if engine == "mongodb" else ConnInfo.from_dsn(value)
+        )
+        return parsed, []
+    if blocks is None:
+        raise _no_blocks(spec)
+    return blocks.connection(spec, engine)
+
+
+def _declared_connection(
+    system: SystemConfig, blocks: BlockSource | None
+) -> tuple[Connection, list[str]]:
+    """A declared system's connection from its block, DSN/URI variable or fields."""
+    conn = system.connection
+    if conn.block:
+        if blocks is None:
+            raise _no_blocks(conn.block)
+        return blocks.connection(conn.block, system.engine)
+    password = _env(conn.password_env, "database password") if conn.password_env else None
+    secret = SecretStr(password) if password else None
+    if system.engine == "mongodb":
+        uri = _env(conn.dsn_env, "MongoDB URI") if conn.dsn_env else None
+        mongo = MongoConnInfo.from_uri(uri) if uri else MongoConnInfo()
+        if conn.host:
+            mongo = replace(mongo, hosts=(conn.host + (f":{conn.port}" if conn.port else ""),))
+        tls = mongo.tls or (conn.sslmode or "disable") not in ("disable", "allow", "prefer")
+        return replace(
+            mongo,
+            user=conn.user or mongo.user,
+            password=secret or mongo.password,
+            database=conn.dbname or mongo.database,
+            tls=tls,
+        ), []
+    info = ConnInfo.from_dsn(_env(conn.dsn_env, "database DSN")) if conn.dsn_env else ConnInfo()
+    return replace(
+        info,
+        host=conn.host or info.host,
+        port=conn.port or info.port,
+        user=conn.user or info.user,
+        dbname=conn.dbname or info.dbname,
+        sslmode=conn.sslmode or info.sslmode,
+        password=secret or info.password,
+    ), []
+
+
+# -- targets --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """A protected system resolved for one run: how to connect, which databases, where to.
+
+    For MongoDB an empty ``databases`` means every database on the server except admin, local
+    and config, listed when the run starts.
+    """
+
+    system: str
+    engine: Engine
+    conninfo: Any  # ConnInfo for postgres, MongoConnInfo for mongodb
+    databases: list[str]
+    repositories: list[Repository]
+    tier: str = "critical"
+    checks_file: str | None = None
+    health_url: str | None = None
+    verify_server_env: str | None = None
+    #: Whether the system is declared in dr.yaml (else an ad-hoc run named it).
+    declared: bool = False
+    config: Config = field(default_factory=Config, repr=False)
+
+    @property
+    def primary(self) -> Repository:
+        return self.repositories[0]
+
+
+def _databases(
+    engine: str,
+    database: str | None,
+    declared: SystemConfig | None,
+    block_databases: list[str],
+    conninfo: Connection,
+) -> list[str]:
+    if database:
+        names = [database]
+    elif declared is not None and declared.databases:
+        names = list(declared.databases)
+    elif block_databases:
+        names = block_databases
+    elif engine == "mongodb":
+        default = conninfo.database  # type: ignore[union-attr]
+        names = [default] if default and default not in SYSTEM_DATABASES else []
+    elif conninfo.dbname:  # type: ignore[union-attr]
+        names = [conninfo.dbname]  # type: ignore[union-attr]
+    else:
+        raise ConfigError("no database named (use --database, the DSN, or databases: in dr.yaml)")
+    if engine == "mongodb":
+        for name in names:
+            check_database_name(name)
+            if name in SYSTEM_DATABASES:
+                raise ConfigError(f"{name} is a system database; it is not backed up or restored")
+    return names
+
+
+def resolve_target(
+    config: Config,
+    engine: str | None,
+    system: str | None,
+    connection: str | None = None,
+    database: str | None = None,
+    repositories: list[str] | None = None,
+    blocks: BlockSource | None = None,
+) -> Target:
+    """Combine dr.yaml with run-time overrides; every problem is a :class:`ConfigError`.
+
+    ``engine`` is what the caller works with (None: the declared system's); ``connection`` an
+    override as ``env:VAR`` or a block name; ``repositories`` overrides as ``--repo`` specs.
+    """
+    declared = config.systems.get(system) if system else None
+    if system and declared is None and connection is None:
+        config.system(system)  # raises: unknown system
+    engine = engine or (declared.engine if declared else None)
+    if engine not in ("postgres", "mongodb"):
+        raise ConfigError("name a system from dr.yaml, or say which engine the run is for")
+    if declared is not None and declared.engine != engine:
+        raise ConfigError(f"system {system!r} is a {declared.engine} system, not {engine}")
+    if connection:
+        conninfo, block_databases = connection_from_spec(connection, engine, blocks)
+    elif declared is not None:
+        conninfo, block_databases = _declared_connection(declared, blocks)
+    else:
+        flag = "--uri" if engine == "mongodb" else "--dsn"
+        raise ConfigError(f"name a system from dr.yaml or give a connection ({flag})")
+    databases = _databases(engine, database, declared, block_databases, conninfo)
+    if repositories:
+        repos = [repository_from_spec(spec, config, blocks) for spec in repositories]
+    elif declared is not None:
+        repos = repositories_for(config, declared, blocks)
+    else:
+        raise ConfigError(
+            "no repository named (use --repo or the system's repositories in dr.yaml)"
+        )
+    return Target(
+        system=system or conninfo.default_system_name(),
+        engine=engine,  # type: ignore[arg-type]
+        conninfo=conninfo,
+        databases=databases,
+        repositories=repos,
+        tier=declared.tier if declared else "critical",
+        checks_file=str(config.resolve_path(declared.checks_file))
+        if declared and declared.checks_file
+        else None,
+        health_url=declared.health_url if declared else None,
+        verify_server_env=declared.verify_server_env if declared else None,
+        declared=declared is not None,
+        config=config,
+    )
+
+
+def verify_server_for(
+    target: Target, override: str | None, blocks: BlockSource | None = None
+) -> Connection:
+    """Where to test-restore: the run's override (``env:VAR`` or a block), else the system's
+    ``verify_server_env``, else the system's own server."""
+    spec = override or (f"env:{target.verify_server_env}" if target.verify_server_env else None)
+    if spec is None:
+        return target.conninfo  # type: ignore[no-any-return]
+    return connection_from_spec(spec, target.engine, blocks)[0]

@@ -1,0 +1,98 @@
+"""The steps every backup runbook takes around its dump: clearing abandoned attempts before,
+copying to the other repositories and applying retention after, and the result it reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dr_runbooks.repository import Manifest
+from dr_runbooks.targets import Target
+from flows.runbook import Runbook
+from tasks.repository import (
+    repository_apply_retention,
+    repository_copy_backup,
+    repository_remove_abandoned,
+)
+
+__all__ = ["Retention", "backup_row", "clear_abandoned", "copy_and_prune", "publish_backups"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How a backup run applies retention afterwards (from its parameters)."""
+
+    enabled: bool = True
+    dry_run: bool = False
+    include_legacy: bool = False
+    #: Keep backups of ``kind`` only this many days (hourly backups); None: the repository's.
+    days: int | None = None
+    kind: str | None = None
+
+
+def clear_abandoned(rb: Runbook, target: Target) -> None:
+    """Remove attempts abandoned more than a day ago, in every repository of the target."""
+    with rb.step("clean up abandoned attempts"):
+        for repository in target.repositories:
+            repository_remove_abandoned(repository, target.engine)
+
+
+def copy_and_prune(
+    rb: Runbook, target: Target, manifest: Manifest, retention: Retention
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Copy a committed backup to the target's other repositories, then apply each
+    repository's retention; return where it was copied and what retention did."""
+    database = manifest.database
+    with rb.step(f"copy {database}"):
+        copies = [
+            repository_copy_backup(target.primary, manifest, repository)
+            for repository in target.repositories[1:]
+        ]
+    pruned: list[dict[str, Any]] = []
+    if retention.enabled:
+        with rb.step(f"retention {database}"):
+            for repository in target.repositories:
+                pruned.append(
+                    repository_apply_retention(
+                        repository,
+                        target.engine,
+                        target.system,
+                        database,
+                        dry_run=retention.dry_run,
+                        include_legacy=retention.include_legacy,
+                        retention_days=retention.days,
+                        kind=retention.kind if retention.days is not None else None,
+                    )
+                )
+    return copies, pruned
+
+
+def backup_row(
+    target: Target,
+    manifest: Manifest,
+    copies: list[str],
+    pruned: list[dict[str, Any]],
+    **details: Any,
+) -> dict[str, Any]:
+    """One backup taken, as the run returns it: the common fields and the engine's ``details``."""
+    data = manifest.objects[0]
+    return {
+        "system": target.system,
+        "database": manifest.database,
+        "backup_id": manifest.id,
+        "consistent_point": manifest.consistent_point.isoformat(),
+        "size": data.size,
+        "raw_size": data.raw_size,
+        **details,
+        "repositories": ", ".join([target.primary.name, *copies]),
+        "retention": pruned,
+    }
+
+
+def publish_backups(rb: Runbook, title: str, results: list[dict[str, Any]]) -> None:
+    """The backups taken, as a table artifact (retention details stay in the run's result)."""
+    rb.publish(
+        f"{rb.name}-{rb.system}",
+        title,
+        table=[{k: v for k, v in r.items() if k != "retention"} for r in results],
+    )

@@ -1,0 +1,79 @@
+"""Parameters that several runbooks share, defined once so every run form in the Prefect UI
+describes them the same way.
+
+Each is a pydantic ``Field`` used as a flow parameter's default (Prefect reads its description
+and constraints into the form): ``system: str | None = SYSTEM``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+__all__ = [
+    "APPROVAL_TIMEOUT",
+    "APPROVED",
+    "BACKUP_DATABASE",
+    "BACKUP_ID",
+    "BEFORE",
+    "CONFIG_PATH",
+    "CONNECTION",
+    "DATABASE",
+    "DRY_RUN",
+    "DUMP_RETRIES",
+    "HEALTH_TIMEOUT",
+    "HEALTH_URL",
+    "INCIDENT_TIME",
+    "KIND",
+    "REPOSITORIES",
+    "REPOSITORY",
+    "RETENTION",
+    "RETENTION_DRY_RUN",
+    "SYSTEM",
+]
+
+SYSTEM: Any = Field(None, description="Protected system from dr.yaml.")
+DATABASE: Any = Field(None, description="Database to restore (default: the system's first).")
+CONNECTION: Any = Field(
+    None,
+    description="Override the system's connection: a saved connection block's name "
+    "(`DR PostgreSQL Database` or `DR MongoDB Database`; `slug/name` for another type), or "
+    "`env:VAR`, an environment variable holding a DSN or URI.",
+)
+BACKUP_DATABASE: Any = Field(
+    None,
+    description="Only this database (default: the system's databases; for MongoDB with none "
+    "declared, every database on the server).",
+)
+REPOSITORY: Any = Field(
+    None, description="Repository to restore from (default: the system's first)."
+)
+REPOSITORIES: Any = Field(
+    None,
+    description="Override the repositories: dr.yaml names, directories, container URLs "
+    "or block names. The first receives the backup; the rest get copies.",
+)
+BACKUP_ID: Any = Field(None, description="Restore this backup id.")
+BEFORE: Any = Field(
+    None,
+    description="Restore the latest backup whose consistent point is before this time "
+    "(ISO 8601; UTC when no zone is given).",
+)
+HEALTH_URL: Any = Field(None, description="URL polled until it answers 2xx.")
+HEALTH_TIMEOUT: Any = Field(300, description="How long to wait for the health URL.")
+DRY_RUN: Any = Field(False, description="Assess, choose and show the plan; change nothing.")
+APPROVED: Any = Field(
+    False, description="Approved in advance; otherwise the run pauses for approval in the UI."
+)
+APPROVAL_TIMEOUT: Any = Field(3600, description="How long to wait for approval.")
+INCIDENT_TIME: Any = Field(
+    None,
+    description="When the failure happened (ISO 8601); default: when this run started. "
+    "The RPO achieved is measured from it.",
+)
+KIND: Any = Field("full", description="Recorded in the manifest: full, hourly, manual…")
+RETENTION: Any = Field(True, description="Apply each repository's retention afterwards.")
+RETENTION_DRY_RUN: Any = Field(False, description="Only report what retention would delete.")
+DUMP_RETRIES: Any = Field(1, ge=0, le=5, description="Retries of a failed dump.")
+CONFIG_PATH: Any = Field(None, description="dr.yaml to use (default: DR_CONFIG or ./dr.yaml).")
