@@ -3,6 +3,7 @@
 Register them with ``prefect block register -m blocks`` from the repository root.
 """
 
+from blocks.azure import AzureCredentials, AzureSite
 from blocks.loading import PREFECT_BLOCKS, load_block
 from blocks.mongo import MongoDatabase
 from blocks.postgres import PostgresDatabase
@@ -11,6 +12,8 @@ from blocks.repository import AzureBackupRepository, LocalBackupRepository
 __all__ = [
     "PREFECT_BLOCKS",
     "AzureBackupRepository",
+    "AzureCredentials",
+    "AzureSite",
     "LocalBackupRepository",
     "MongoDatabase",
     "PostgresDatabase",

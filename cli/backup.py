@@ -18,6 +18,7 @@ from cli.common import (
     config,
     emit,
     handoff,
+    handoff_repositories,
     opts,
     out,
     run_flow,
@@ -62,7 +63,7 @@ def _backup(
 ) -> list[dict[str, Any]] | None:
     """Resolve the target first (bad input fails before anything starts), run the backup flow
     for the system's resolved name, and return its rows for printing (None: printed as JSON)."""
-    repositories = request.repo or None
+    repositories = handoff_repositories(request.repo) or None
     target = resolve_target(
         config(),
         system_engine,

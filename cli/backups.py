@@ -10,8 +10,6 @@ from rich.table import Table
 
 from cli.common import BLOCKS, DatabaseOpt, JsonOpt, SystemOpt, config, confirm, emit, out
 from dr_runbooks.errors import BackupNotFound, BadInput
-from dr_runbooks.mongo import inspect_dump
-from dr_runbooks.mongo.fetch import fetch_backup
 from dr_runbooks.repository import Repository
 from dr_runbooks.targets import repositories_for, repository_from_spec
 
@@ -58,16 +56,20 @@ def backups_list_cmd(
         "id", "system", "database", "consistent point (UTC)", "size", "kind", "repository"
     )
     for row in rows:
+        point = row["consistent_point"][:19].replace("T", " ")
         table.add_row(
             row["id"],
             row["system"],
             row["database"],
-            row["consistent_point"][:19].replace("T", " "),
+            f"[red]{point} (in the future)[/]" if row["clock_skew"] else point,
             f"{row['size']:,}",
-            row["kind"],
+            f"[red]{row['kind']}[/]" if row["problem"] else row["kind"],
             row["repository"],
         )
     out.print(table if rows else "no backups")
+    for row in rows:
+        if row["problem"]:
+            out.print(f"[red]damaged[/] {row['id']}: {row['problem']}", markup=True)
 
 
 @app.command("prune")
@@ -142,6 +144,30 @@ def backups_prune_cmd(
             "action": ("would remove" if dry_run else "removed") + " abandoned attempt",
         }
         for r, prefix in abandoned
+    ]
+    rows += [
+        {
+            "repository": r.name,
+            "backup_id": b.id,
+            "database": b.database,
+            "consistent_point": b.consistent_point.isoformat(),
+            "legacy": b.legacy,
+            "action": f"left alone: damaged ({b.problem})",
+        }
+        for r, _, p in plans
+        for b in p.damaged
+    ]
+    rows += [
+        {
+            "repository": r.name,
+            "backup_id": b.id,
+            "database": b.database,
+            "consistent_point": b.consistent_point.isoformat(),
+            "legacy": b.legacy,
+            "action": "dated in the future (clock skew): aged from when it was written",
+        }
+        for r, _, p in plans
+        for b in p.skewed
     ]
     kept = sum(len(p.keep) for _, _, p in plans)
     if json_output:
@@ -220,6 +246,10 @@ def backups_inspect_cmd(
 ) -> None:
     """What a backup or a dump holds: collections with document counts, index names, options
     (for a PostgreSQL backup: its tables and row counts)."""
+
+    # The archive readers load on demand: listing and pruning need none of them.
+    from dr_runbooks.mongo import inspect_dump
+    from dr_runbooks.mongo.fetch import fetch_backup
 
     path = Path(id_or_path).expanduser()
     if path.exists():

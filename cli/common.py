@@ -44,6 +44,7 @@ __all__ = [
     "emit",
     "err",
     "handoff",
+    "handoff_repositories",
     "opts",
     "out",
     "prepare_prefect",
@@ -56,7 +57,7 @@ out = Console()
 T = TypeVar("T")
 
 #: Commands that run flows, and so need a Prefect API (a temporary one when none answers).
-FLOW_COMMANDS = {"backup", "restore", "drill", "verify", "serve"}
+FLOW_COMMANDS = {"backup", "restore", "drill", "verify", "serve", "failover", "failback", "breach"}
 
 
 @dataclass
@@ -202,6 +203,20 @@ def handoff(variable: str, value: str | None, check: Callable[[str], Any]) -> st
     check(value)
     os.environ[variable] = value
     return f"env:{variable}"
+
+
+def handoff_repositories(specs: list[str]) -> list[str]:
+    """``--repo`` values as flow parameters: a URL (which may carry a SAS token) travels
+    through the environment as ``env:VAR``, never stored with the run's parameters."""
+    handed = []
+    for index, spec in enumerate(specs):
+        if "://" in spec:
+            variable = f"DR_CLI_REPO_{index}"
+            os.environ[variable] = spec
+            handed.append(f"env:{variable}")
+        else:
+            handed.append(spec)
+    return handed
 
 
 def confirm(action: str, explanation: str, prompt: str = "Proceed?") -> None:

@@ -10,44 +10,95 @@ only :mod:`cli.common`.
 
 from __future__ import annotations
 
-import signal
 import sys
-import warnings
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
-from cli import backup, backups, restore, serve, status
-from cli.common import err, opts, prepare_prefect
-from dr_runbooks.errors import DRError
-from dr_runbooks.redaction import install_log_redaction, redact
+    app: typer.Typer  # built on first use by __getattr__
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Disaster-recovery runbooks: back up, verify, restore, drill.",
-)
-app.add_typer(backup.app, name="backup")
-app.add_typer(restore.app, name="restore")
-app.add_typer(backups.app, name="backups")
-app.command("status")(status.status_cmd)
-app.command("verify")(status.verify_cmd)
-app.command("serve")(serve.serve_cmd)
-app.command("drill")(serve.drill_cmd)
+_app: typer.Typer | None = None
 
 
-@app.callback()
-def _options(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Prefect's logs."),
-    config: str | None = typer.Option(None, "--config", envvar="DR_CONFIG", help="dr.yaml to use."),
-) -> None:
-    opts.debug = debug
-    opts.config = config
+def _build_app() -> typer.Typer:
+    import typer
+
+    from cli import azure, backup, backups, restore, serve, status
+    from cli.common import opts
+
+    app = typer.Typer(
+        add_completion=False,
+        no_args_is_help=True,
+        help="Disaster-recovery runbooks: back up, verify, restore, drill.",
+    )
+    app.add_typer(backup.app, name="backup")
+    app.add_typer(restore.app, name="restore")
+    app.add_typer(backups.app, name="backups")
+    app.command("status")(status.status_cmd)
+    app.command("verify")(status.verify_cmd)
+    app.command("serve")(serve.serve_cmd)
+    app.command("drill")(serve.drill_cmd)
+    app.command("failover")(azure.failover_cmd)
+    app.command("failback")(azure.failback_cmd)
+    app.command("breach")(azure.breach_cmd)
+    app.command(
+        "wal",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(_wal_cmd)
+
+    @app.callback()
+    def _options(
+        debug: bool = typer.Option(False, "--debug", help="Show tracebacks and Prefect's logs."),
+        config: str | None = typer.Option(
+            None, "--config", envvar="DR_CONFIG", help="dr.yaml to use."
+        ),
+    ) -> None:
+        opts.debug = debug
+        opts.config = config
+
+    return app
+
+
+def _wal_cmd() -> None:
+    """WAL archiving for PostgreSQL: push, fetch, stream (see dr wal --help)."""
+    import click
+
+    from cli.wal import main as wal_main
+
+    sys.exit(wal_main(list(click.get_current_context().args)))
+
+
+def __getattr__(name: str) -> Any:
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = _build_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Entry point: run the app, turning our errors into one line and an exit code."""
+    if sys.argv[1:2] == ["wal"]:
+        # archive_command/restore_command: run once per WAL file by the database server's OS
+        # user, so nothing else (typer, rich, Prefect) is imported.
+        from cli.wal import main as wal_main
+
+        sys.exit(wal_main(sys.argv[2:]))
+    import signal
+    import warnings
+
+    import typer
+
+    from cli.common import err, opts, prepare_prefect
+    from dr_runbooks.errors import DRError
+    from dr_runbooks.redaction import install_log_redaction
+
+    app = __getattr__("app")
     install_log_redaction()
     # SIGTERM (a scheduler, `timeout`) exits through SystemExit, so exit handlers still run.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -79,6 +130,9 @@ def main() -> None:
 
 
 def _fail(exc: BaseException, code: int) -> None:
+    from cli.common import err, opts
+    from dr_runbooks.redaction import redact
+
     if opts.debug:
         import traceback
 

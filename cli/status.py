@@ -20,6 +20,8 @@ _STATE_STYLE = {
     "OK": "green",
     "UNVERIFIED": "yellow",
     "STALE": "red",
+    "CLOCK_SKEW": "red",
+    "DAMAGED": "red",
     "FAILED": "red",
     "MISSING": "red",
 }

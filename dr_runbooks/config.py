@@ -22,10 +22,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from dr_runbooks.errors import ConfigError
 
 __all__ = [
+    "BreachConfig",
     "Config",
     "ConnectionConfig",
+    "MongoUserRotation",
     "Objectives",
     "RepositoryConfig",
+    "RoleRotation",
+    "SitesConfig",
     "SystemConfig",
     "find_config",
     "load_config",
@@ -129,6 +133,120 @@ class ConnectionConfig(_Strict):
         return self
 
 
+class SitesConfig(_Strict):
+    """Where a system runs on Azure: the ``DR Azure Site`` blocks of its primary and DR
+    regions, and how its database reaches the DR region (region failover and failback)."""
+
+    primary: str = Field(description="AzureSite block of the primary region")
+    dr: str = Field(description="AzureSite block of the DR region")
+    database: Literal["flexible-server", "repository", "none"] = Field(
+        "flexible-server",
+        description="flexible-server: restore the site's flexible server from its backups "
+        "(geo-restore across regions); repository: the restore runbook from a repository the "
+        "DR region can read into dr_connection; none: the database is not moved",
+    )
+    dr_connection: str | None = Field(
+        None, description="repository: the DR region's PostgreSQL, a block name or env:VAR"
+    )
+    dr_repository: str | None = Field(
+        None,
+        description="repository: where the DR region reads backups (a dr.yaml name, a "
+        "container URL such as the account's -secondary endpoint, a block); default: the "
+        "system's first repository",
+    )
+    records: str | None = Field(
+        None,
+        description="Repository for the runbooks' durable records (default: the system's "
+        "first); pick one both regions can reach",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SitesConfig:
+        if self.primary == self.dr:
+            raise ValueError("the primary and the DR site must be different blocks")
+        if self.database == "repository" and not self.dr_connection:
+            raise ValueError("database: repository needs dr_connection (the DR region's server)")
+        return self
+
+
+class _Rotated(_Strict):
+    key_vault_secret: str | None = Field(
+        None, description="Key Vault secret (in the site's vault) that holds the password"
+    )
+    block: str | None = Field(
+        None, description="Connection block whose password is replaced by the new one"
+    )
+
+    @model_validator(mode="after")
+    def _kept_somewhere(self) -> _Rotated:
+        if not self.key_vault_secret and not self.block:
+            raise ValueError(
+                "name key_vault_secret or block: the new password must be kept somewhere "
+                "before the old one stops working"
+            )
+        return self
+
+
+class RoleRotation(_Rotated):
+    """A PostgreSQL role whose password the breach runbook replaces."""
+
+    role: str = Field(description="The role (ALTER ROLE … PASSWORD)")
+
+
+class MongoUserRotation(_Rotated):
+    """A MongoDB user whose password the breach runbook replaces (updateUser)."""
+
+    user: str = Field(description="The user")
+    database: str = Field("admin", description="The database the user is defined in")
+
+
+class BreachConfig(_Strict):
+    """What the security-breach runbook isolates, preserves, checks and rotates."""
+
+    site: Literal["primary", "dr"] = Field(
+        "primary", description="The site under attack (its NSGs and Key Vault)"
+    )
+    network_security_groups: list[str] = Field(
+        default_factory=list, description="NSGs to isolate (default: the site's)"
+    )
+    stop_command: list[str] | None = Field(
+        None, description="Stops the services, e.g. [docker-compose, down]"
+    )
+    start_command: list[str] | None = Field(
+        None, description="Starts them again, e.g. [docker-compose, up, -d]"
+    )
+    command_dir: str | None = Field(None, description="Directory the commands run in")
+    command_timeout: Duration = Field(timedelta(minutes=10), description="Per command")
+    evidence_paths: list[str] = Field(
+        default_factory=list, description="Log and data paths archived as evidence"
+    )
+    evidence_repository: str | None = Field(
+        None,
+        description="Where evidence goes: a dr.yaml repository, a container URL or a block "
+        "(an Azure container with version-level immutability gets a legal hold)",
+    )
+    config_repository: str | None = Field(
+        None, description="git checkout of the configuration, assessed for changes"
+    )
+    known_good: str | None = Field(None, description="Last known-good commit or tag")
+    postgres_roles: list[RoleRotation] = Field(default_factory=list)
+    mongodb_users: list[MongoUserRotation] = Field(default_factory=list)
+    key_vault_secrets: list[str] = Field(
+        default_factory=list, description="Other Key Vault secrets that get a new value"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BreachConfig:
+        if self.evidence_paths and not self.evidence_repository:
+            raise ValueError("evidence_paths need an evidence_repository")
+        if self.known_good and not self.config_repository:
+            raise ValueError("known_good needs the config_repository it is a commit of")
+        for command in (self.stop_command, self.start_command):
+            if command is not None and not command:
+                raise ValueError("a command must not be empty")
+        return self
+
+
 class SystemConfig(_Strict):
     """A protected system: one database server and the databases on it we back up."""
 
@@ -142,6 +260,20 @@ class SystemConfig(_Strict):
     verify_server_env: str | None = Field(
         None, description="Environment variable with a DSN of a server for test restores"
     )
+    sites: SitesConfig | None = Field(
+        None, description="The system's Azure sites (region failover and failback)"
+    )
+    breach: BreachConfig | None = Field(None, description="The security-breach runbook")
+
+    @model_validator(mode="after")
+    def _check_azure(self) -> SystemConfig:
+        if self.breach is not None and self.sites is None:
+            raise ValueError("breach needs sites: (the NSGs and the Key Vault are a site's)")
+        if self.breach and self.breach.mongodb_users and self.engine != "mongodb":
+            raise ValueError("mongodb_users are for a mongodb system")
+        if self.breach and self.breach.postgres_roles and self.engine != "postgres":
+            raise ValueError("postgres_roles are for a postgres system")
+        return self
 
 
 class NotificationsConfig(_Strict):

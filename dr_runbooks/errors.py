@@ -8,16 +8,24 @@
     │   ├── ConfigError          dr.yaml, a block or an option is wrong or contradictory
     │   ├── ConnectionFailed     a server refused the credentials, or has no such database
     │   ├── RepositoryNotFound   a repository (directory or container) that does not exist
+    │   │   └── AccessDenied     the storage refused the credentials (401/403)
     │   ├── BackupNotFound       no backup with that id, or none before a time
     │   ├── InvalidArchive       a file that is not what it claims (a broken mongodump archive)
     │   └── Rejected             a person rejected the plan of a destructive step
     └── OperationFailed          something that should have worked did not (exit 1)
         ├── ServerUnreachable    a server cannot be reached now (transient: retried)
+        │   └── StoreUnavailable a repository's storage failed mid-operation (transient)
+        ├── LockHeld             another live run holds the lock (a backup or restore of it)
+        ├── BackupDamaged        a backup whose manifest cannot be read: unusable, kept
         ├── ObjectNotFound       a store has no object under that key
         ├── ChecksumMismatch     an object's bytes differ from its manifest
         ├── DumpFailed           pg_dump / mongodump exited non-zero (its own message kept)
         ├── RestoreFailed        pg_restore / the restore engine failed
-        └── RestoreVerificationFailed  the restored data differs from the manifest
+        ├── RestoreVerificationFailed  the restored data differs from the manifest
+        ├── AzureRequestFailed   Azure refused or failed a request (its code and message kept)
+        ├── ConcurrentChange     a resource changed since its state was recorded (an etag moved)
+        ├── CommandFailed        a configured command exited non-zero or timed out
+        └── VerificationFailed   a check after a change failed (health, isolation, an audit item)
 
 Every message is one line a person can act on, and never contains a secret: the code that
 raises these passes DSNs and URIs through :func:`dr_runbooks.redaction.redact` first.
@@ -26,14 +34,20 @@ raises these passes DSNs and URIs through :func:`dr_runbooks.redaction.redact` f
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
+    "AzureRequestFailed",
+    "BackupDamaged",
     "BackupNotFound",
     "BadInput",
     "ChecksumMismatch",
+    "CommandFailed",
+    "ConcurrentChange",
     "ConfigError",
     "ConnectionFailed",
     "DRError",
     "DumpFailed",
     "InvalidArchive",
+    "LockHeld",
     "ObjectNotFound",
     "OperationFailed",
     "Rejected",
@@ -41,6 +55,8 @@ __all__ = [
     "RestoreFailed",
     "RestoreVerificationFailed",
     "ServerUnreachable",
+    "StoreUnavailable",
+    "VerificationFailed",
 ]
 
 
@@ -72,6 +88,10 @@ class Rejected(BadInput):
     """A person rejected the plan; nothing destructive was done."""
 
 
+class AccessDenied(RepositoryNotFound):
+    """The storage refused the credentials (a bad SAS, a missing role): not a missing store."""
+
+
 class BackupNotFound(BadInput):
     """No complete backup matches the request."""
 
@@ -88,6 +108,19 @@ class OperationFailed(DRError):
 
 class ServerUnreachable(OperationFailed):
     """A server cannot be reached right now (refused, timed out, reset): worth a retry."""
+
+
+class StoreUnavailable(ServerUnreachable):
+    """A repository's storage failed in the middle of an operation (a reset, a timeout, 5xx):
+    worth a retry; an attempt may be left behind, which the next run removes."""
+
+
+class LockHeld(OperationFailed):
+    """Another live run holds the lock: a backup or restore of the same database."""
+
+
+class BackupDamaged(OperationFailed):
+    """A backup whose manifest cannot be read or parsed: unusable, listed as damaged, kept."""
 
 
 class ObjectNotFound(OperationFailed):
@@ -112,3 +145,20 @@ class RestoreFailed(OperationFailed):
 
 class RestoreVerificationFailed(OperationFailed):
     """The restored data does not match the manifest or a check failed."""
+
+
+class AzureRequestFailed(OperationFailed):
+    """Azure refused or failed a request; the message keeps Azure's error code and text."""
+
+
+class ConcurrentChange(OperationFailed):
+    """A resource changed since its state was recorded (an ETag no longer matches): another
+    run or a person got there first, and nothing was overwritten."""
+
+
+class CommandFailed(OperationFailed):
+    """A configured command (deploy, stop or start services) exited non-zero or timed out."""
+
+
+class VerificationFailed(OperationFailed):
+    """A check made after a change failed: a health endpoint, isolation, an audit item."""

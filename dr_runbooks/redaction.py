@@ -24,7 +24,8 @@ _secrets: set[str] = set()
 # user:password@ in URIs, password=... / pwd=... in key=value strings, SAS signatures and
 # account keys in connection strings and URLs.
 _PATTERNS = [
-    re.compile(r"(?P<keep>[a-z][a-z0-9+.\-]*://[^:/?#@\s]*:)[^@\s/]+(?=@)", re.IGNORECASE),
+    # The password runs to the *last* @ of the token: people put / and @ in passwords unescaped.
+    re.compile(r"(?P<keep>[a-z][a-z0-9+.\-]*://[^:/?#@\s]*:)\S+(?=@[^@\s]*)", re.IGNORECASE),
     re.compile(r"(?P<keep>\b(?:password|passwd|pwd)\s*=\s*)('[^']*'|[^\s;&]+)", re.IGNORECASE),
     re.compile(r"(?P<keep>\b(?:sig|AccountKey|SharedAccessSignature)=)[^\s;&\"']+", re.IGNORECASE),
 ]

@@ -10,10 +10,18 @@ A backup is a folder ``<engine>/<system>/<database>/<backup-id>/`` in a :class:`
         verifications/*.json   records of test restores, added later
 
 A folder without ``manifest.json`` is not a backup: listing, restore and retention ignore it.
-A folder with our in-progress marker, no manifest and a marker older than a day is an abandoned
-attempt, which :meth:`Repository.remove_abandoned` deletes; nothing else is ever deleted except
-complete backups, by :meth:`Repository.plan_retention`. "Latest" is the newest *consistent
-point*, never the listing order.
+It is a leftover of an attempt that did not finish (with our in-progress marker) or of one that
+died before writing it (an orphan). A run that holds the lock of a system's database removes
+that database's leftovers at once (:meth:`Repository.remove_leftovers`: no live run can own
+them); any run removes others' once more than a day old (:meth:`Repository.remove_abandoned`).
+Nothing else is ever deleted except complete backups, by :meth:`Repository.plan_retention`.
+
+A manifest that cannot be read or parsed makes *that* backup damaged: listed as such, never
+restored or chosen, never deleted by retention, and never in the way of the others.
+
+"Latest" is the newest *consistent point*, never the listing order, and never a point more than
+:data:`CLOCK_SKEW_TOLERANCE` in the future (a database server with a wrong clock): such a backup
+is restored only when named by its id, and ages for retention from when it was written.
 
 Backups written by the plan's shell scripts (``backup_YYYYMMDD_HHMMSS.sql.gz`` and
 ``backup_YYYYMMDD_HHMMSS.tar.gz``) are listed as legacy backups with the time from their name.
@@ -21,19 +29,27 @@ Backups written by the plan's shell scripts (``backup_YYYYMMDD_HHMMSS.sql.gz`` a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dr_runbooks import progress
-from dr_runbooks.errors import BackupNotFound, BadInput, ChecksumMismatch, OperationFailed
+from dr_runbooks.errors import (
+    BackupDamaged,
+    BackupNotFound,
+    BadInput,
+    ChecksumMismatch,
+    ObjectNotFound,
+    OperationFailed,
+)
 from dr_runbooks.storage.base import ObjectInfo, Store
 from dr_runbooks.streams import Digest, hashed, read_chunks
 
@@ -53,6 +69,8 @@ MANIFEST = "manifest.json"
 MARKER = "_in_progress.json"
 VERIFICATIONS = "verifications/"
 ABANDONED_AFTER = timedelta(days=1)
+#: A consistent point further ahead than this is a wrong clock, not a backup from the future.
+CLOCK_SKEW_TOLERANCE = timedelta(minutes=5)
 
 _ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{4,8})$")
 _LEGACY = re.compile(r"(?:^|/)backup_(\d{8})_(\d{6})\.(sql\.gz|tar\.gz)$")
@@ -122,6 +140,13 @@ class Manifest(BaseModel):
     def size(self) -> int:
         return sum(o.size for o in self.objects)
 
+    @property
+    def total_rows(self) -> int:
+        """Rows (documents) in all, each counted once: a partitioned table's own count, which
+        repeats its partitions', is left out."""
+        parents = set(self.details.get("partitioned") or [])
+        return sum(n for table, n in self.tables.items() if table not in parents)
+
 
 @dataclass(frozen=True)
 class Backup:
@@ -136,10 +161,25 @@ class Backup:
     size: int
     manifest: Manifest | None = None
     legacy_key: str | None = None
+    #: Why the backup cannot be used (its manifest cannot be read); None for a good one.
+    problem: str | None = None
 
     @property
     def legacy(self) -> bool:
         return self.legacy_key is not None
+
+    @property
+    def damaged(self) -> bool:
+        return self.problem is not None
+
+    def skewed(self, now: datetime | None = None) -> bool:
+        """Whether the consistent point is further in the future than a clock can be wrong."""
+        return self.consistent_point > (now or datetime.now(UTC)) + CLOCK_SKEW_TOLERANCE
+
+    def written(self) -> datetime:
+        """When the backup was taken by this side's clock (the manifest's start), for ages
+        that must not trust a database server's clock."""
+        return self.manifest.started if self.manifest is not None else self.consistent_point
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -150,7 +190,13 @@ class Backup:
             "consistent_point": self.consistent_point.isoformat(),
             "size": self.size,
             "legacy": self.legacy,
-            "kind": self.manifest.kind if self.manifest else "legacy",
+            "kind": "DAMAGED"
+            if self.damaged
+            else self.manifest.kind
+            if self.manifest
+            else "legacy",
+            "problem": self.problem,
+            "clock_skew": self.skewed(),
         }
 
 
@@ -158,6 +204,9 @@ class Backup:
 class RetentionPlan:
     keep: list[Backup]
     delete: list[Backup]
+    #: Backups retention leaves alone and reports: damaged ones, and those dated ahead.
+    damaged: list[Backup] = field(default_factory=list)
+    skewed: list[Backup] = field(default_factory=list)
 
 
 class Repository:
@@ -206,7 +255,12 @@ class Repository:
         return prefix
 
     def commit(self, prefix: str, manifest: Manifest) -> None:
-        """Check every object's size against the store, then write the manifest (commit)."""
+        """Check every object's size against the store, then write the manifest (commit). A
+        consistent point ahead of this machine's clock is recorded as ``clock_skew_seconds``
+        (the database server's clock is wrong; see :data:`CLOCK_SKEW_TOLERANCE`)."""
+        ahead = (manifest.consistent_point - manifest.finished).total_seconds()
+        if ahead > CLOCK_SKEW_TOLERANCE.total_seconds():
+            manifest.details["clock_skew_seconds"] = round(ahead)
         for entry in manifest.objects:
             info = self.store.stat(prefix + entry.name)
             if info.size != entry.size:
@@ -224,9 +278,7 @@ class Repository:
         objects = [k for k in keys if k != prefix + MARKER]
         self.store.delete(objects)
         self.store.delete([prefix + MARKER])
-        cleanup = getattr(self.store, "delete_partials", None)
-        if cleanup is not None:
-            cleanup(prefix)
+        self.store.delete_partials(prefix)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -252,7 +304,7 @@ class Repository:
         try:
             return Manifest.model_validate_json(raw)
         except ValidationError as exc:
-            raise OperationFailed(
+            raise BackupDamaged(
                 f"{prefix}{MANIFEST} is malformed: {exc.errors()[0]['msg']}"
             ) from None
 
@@ -268,7 +320,13 @@ class Repository:
         for prefix, objects in self._folders(engine, system, database).items():
             if MANIFEST not in objects:
                 continue
-            manifest = self.read_manifest(prefix)
+            try:
+                manifest = self.read_manifest(prefix)
+            except ObjectNotFound:
+                continue  # deleted since the listing (retention elsewhere)
+            except BackupDamaged as exc:
+                found.append(self._damaged(engine, prefix, objects, exc))
+                continue
             found.append(
                 Backup(
                     engine=engine,
@@ -285,6 +343,24 @@ class Repository:
             found.extend(self.legacy_backups(engine, system, database))
         found.sort(key=lambda b: b.consistent_point, reverse=True)
         return found
+
+    @staticmethod
+    def _damaged(
+        engine: str, prefix: str, objects: dict[str, ObjectInfo], exc: BaseException
+    ) -> Backup:
+        """A backup whose manifest cannot be used: known by its folder, dated by the file."""
+        _, system, database, backup_id = prefix.rstrip("/").split("/")
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return Backup(
+            engine=engine,
+            system=system,
+            database=database,
+            id=backup_id,
+            prefix=prefix,
+            consistent_point=objects[MANIFEST].last_modified,
+            size=sum(info.size for info in objects.values()),
+            problem=message,
+        )
 
     def legacy_backups(
         self, engine: str, system: str | None = None, database: str | None = None
@@ -323,19 +399,31 @@ class Repository:
         before: datetime | None = None,
         include_legacy: bool = True,
     ) -> Backup:
-        """The backup to restore: by id, the latest before a time, or the latest."""
-        candidates = self.backups(engine, system, database, include_legacy=include_legacy)
+        """The backup to restore: by id, the latest before a time, or the latest (never a
+        damaged one, and a future-dated one only by its id)."""
+        everything = self.backups(engine, system, database, include_legacy=include_legacy)
         where = f"{engine}/{system or '*'}/{database or '*'} in {self.name}"
         if backup_id:
-            for backup in candidates:
+            for backup in everything:
                 if backup.id == backup_id:
+                    if backup.problem is not None:
+                        raise BackupDamaged(f"backup {backup_id} is damaged: {backup.problem}")
                     return backup
             raise BackupNotFound(f"no complete backup with id {backup_id!r} for {where}")
+        good = [b for b in everything if not b.damaged]
+        now = datetime.now(UTC)
+        candidates = [b for b in good if not b.skewed(now)]
         if before is not None:
             candidates = [b for b in candidates if b.consistent_point < before]
             if not candidates:
                 raise BackupNotFound(f"no complete backup before {before.isoformat()} for {where}")
         if not candidates:
+            ahead = [b.id for b in good if b.skewed(now)]
+            if ahead:
+                raise BackupNotFound(
+                    f"no complete backup for {where} but {', '.join(ahead)}, dated in the future "
+                    "(the database server's clock is wrong?); name one with --backup-id"
+                )
             raise BackupNotFound(f"no complete backup for {where}")
         return candidates[0]
 
@@ -380,17 +468,27 @@ class Repository:
         now = now or datetime.now(UTC)
         days = self.retention_days if retention_days is None else retention_days
         keep_at_least = self.min_keep if min_keep is None else min_keep
-        backups = self.backups(engine, system, database, include_legacy=include_legacy)
+        everything = self.backups(engine, system, database, include_legacy=include_legacy)
+        damaged = [b for b in everything if b.damaged]
+        backups = [b for b in everything if not b.damaged]
         if kind is not None:
             backups = [b for b in backups if b.manifest is not None and b.manifest.kind == kind]
+        # A consistent point dated ahead is a wrong clock: such a backup ages from when it was
+        # written, and does not count as one of the newest it stands in for.
+        skewed = [b for b in backups if b.skewed(now)]
+        backups.sort(key=lambda b: b.written() if b.skewed(now) else b.consistent_point)
+        backups.reverse()
         cutoff = now - timedelta(days=days)
         keep, delete = [], []
-        for index, backup in enumerate(backups):  # newest first
-            if index < keep_at_least or backup.consistent_point >= cutoff:
+        kept_good = 0
+        for backup in backups:  # newest first
+            young = (backup.written() if backup in skewed else backup.consistent_point) >= cutoff
+            if young or (kept_good < keep_at_least and backup not in skewed):
                 keep.append(backup)
+                kept_good += backup not in skewed
             else:
                 delete.append(backup)
-        return RetentionPlan(keep=keep, delete=delete)
+        return RetentionPlan(keep=keep, delete=delete, damaged=damaged, skewed=skewed)
 
     def delete_backup(self, backup: Backup) -> None:
         """Delete one complete backup: the manifest first, so it stops being a backup at once."""
@@ -402,16 +500,40 @@ class Repository:
         self.store.delete(k for k in keys if k != backup.prefix + MANIFEST)
 
     def abandoned(self, engine: str, now: datetime | None = None) -> list[str]:
-        """Folders with our marker, no manifest, and a marker older than a day."""
+        """Folders without a manifest (an attempt with our marker, or an orphan without one)
+        older than a day: whoever wrote them is long gone."""
         now = now or datetime.now(UTC)
         found = []
         for prefix, objects in self._folders(engine, None, None).items():
-            marker = objects.get(MARKER)
-            if MANIFEST in objects or marker is None:
+            if MANIFEST in objects:
                 continue
-            if now - self._marker_time(prefix, marker) > ABANDONED_AFTER:
+            marker = objects.get(MARKER)
+            if marker is not None:
+                started = self._marker_time(prefix, marker)
+            else:
+                started = max(info.last_modified for info in objects.values())
+            if now - started > ABANDONED_AFTER:
                 found.append(prefix)
         return sorted(found)
+
+    def leftovers(self, engine: str, system: str, database: str) -> list[str]:
+        """Every folder of ``system``/``database`` without a manifest, whatever its age. Only
+        for a caller that holds the database's lock: no live run can own one then."""
+        return sorted(
+            prefix
+            for prefix, objects in self._folders(engine, system, database).items()
+            if MANIFEST not in objects
+        )
+
+    def remove_leftovers(self, engine: str, system: str, database: str) -> list[str]:
+        """Remove :meth:`leftovers` and what their failed writes left (see there)."""
+        if not self.store.exists():
+            return []
+        removed = self.leftovers(engine, system, database)
+        for prefix in removed:
+            self.abort(prefix)
+        self.store.delete_partials(f"{engine}/{system}/{database}/")
+        return removed
 
     def _marker_time(self, prefix: str, marker: ObjectInfo) -> datetime:
         """When the attempt started: the marker's own record, else the object's mtime."""
@@ -472,6 +594,9 @@ def copy_backup(source: Repository, backup: Backup, target: Repository) -> Manif
                 raise ChecksumMismatch(f"{backup.prefix}{entry.name} changed while copying")
         target.commit(prefix, manifest)
     except BaseException:
-        target.abort(prefix)
+        # What the failure left (storage down?) goes with the next run; the failure is
+        # what must surface.
+        with contextlib.suppress(Exception):
+            target.abort(prefix)
         raise
     return manifest

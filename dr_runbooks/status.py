@@ -4,7 +4,10 @@ The state of one database of a system, in order of precedence:
 
 - ``MISSING``: no complete backup at all;
 - ``FAILED``: the most recent verification (test restore) failed;
+- ``CLOCK_SKEW``: the newest backup's consistent point is in the future (the database server's
+  clock is wrong): it is never chosen as "latest", and the age is measured without it;
 - ``STALE``: the newest backup is older than the RPO objective;
+- ``DAMAGED``: a backup's manifest cannot be read (it is unusable; the others are not);
 - ``UNVERIFIED``: no backup was restored successfully within ``verification_max_age``;
 - ``OK``: a fresh backup, and a recent successful test restore.
 
@@ -14,7 +17,7 @@ answer is the same from any machine, and survives the Prefect server.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +43,8 @@ class DatabaseStatus:
     verified_point: datetime | None = None
     verified_at: datetime | None = None
     legacy: bool = False
+    damaged: list[str] = field(default_factory=list)
+    skewed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -76,9 +81,17 @@ def database_status(
         detail="no complete backup",
         rpo_seconds=rpo.total_seconds(),
     )
+    status.damaged = [b.id for b in backups if b.damaged]
+    backups = [b for b in backups if not b.damaged]
+    status.skewed = [b.id for b in backups if b.skewed(now)]
     if not backups:
+        if status.damaged:
+            status.state = "DAMAGED"
+            status.detail = f"no usable backup: {', '.join(status.damaged)} damaged"
         return status
-    newest = backups[0]
+    ahead = backups[0] if backups[0].skewed(now) else None
+    usable = [b for b in backups if not b.skewed(now)] or backups
+    newest = usable[0]
     age = now - newest.consistent_point
     status.newest_backup, status.newest_point = newest.id, newest.consistent_point
     status.age_seconds, status.legacy = age.total_seconds(), newest.legacy
@@ -102,9 +115,21 @@ def database_status(
             f"test restore of {latest_record[1].get('backup_id')} failed at "
             f"{latest_record[0]:%Y-%m-%d %H:%M} UTC: {problems[0]}"
         )
+    elif ahead is not None:
+        status.state = "CLOCK_SKEW"
+        status.detail = (
+            f"backup {ahead.id} is dated {ahead.consistent_point:%Y-%m-%d %H:%M} UTC, "
+            f"{_hours(ahead.consistent_point - now)} in the future: is the database server's "
+            "clock wrong? It is never chosen as the latest"
+        )
     elif age > rpo:
         status.state = "STALE"
         status.detail = f"newest backup is {_hours(age)} old; objective {_hours(rpo)}"
+    elif status.damaged:
+        status.state = "DAMAGED"
+        status.detail = (
+            f"{len(status.damaged)} damaged backup(s), unusable: {', '.join(status.damaged)}"
+        )
     elif status.verified_at is None or now - status.verified_at > verification_max_age:
         status.state = "UNVERIFIED"
         status.detail = (

@@ -133,7 +133,13 @@ def repository_from_spec(
     retention_days: int = 7,
     min_keep: int = 3,
 ) -> Repository:
-    """``--repo``: a dr.yaml name, an Azure container URL, a directory, or a saved block name."""
+    """``--repo``: a dr.yaml name, an Azure container URL, a directory, a saved block name, or
+    ``env:VAR``, an environment variable holding one of those (how a URL with a SAS token
+    reaches a flow without being stored with its parameters)."""
+    if spec.startswith("env:"):
+        return repository_from_spec(
+            _env(spec[4:], "repository"), config, blocks, retention_days, min_keep
+        )
     if spec in config.repositories:
         return repository_from_config(config, spec, blocks)
     if spec.startswith(("https://", "http://", "azure://")):
@@ -270,6 +276,17 @@ def _databases(
     return names
 
 
+def _ad_hoc(config: Config, connection: str | None, repositories: list[str] | None) -> bool:
+    """An ad-hoc run: its own connection and only repositories dr.yaml does not declare, where
+    ``--system`` just names the folder. With a declared repository, the system must be
+    declared too (a typo would file backups where no listing or status looks)."""
+    return (
+        connection is not None
+        and bool(repositories)
+        and not any(spec in config.repositories for spec in repositories or [])
+    )
+
+
 def resolve_target(
     config: Config,
     engine: str | None,
@@ -285,8 +302,8 @@ def resolve_target(
     override as ``env:VAR`` or a block name; ``repositories`` overrides as ``--repo`` specs.
     """
     declared = config.systems.get(system) if system else None
-    if system and declared is None and connection is None:
-        config.system(system)  # raises: unknown system
+    if system and declared is None and not _ad_hoc(config, connection, repositories):
+        config.system(system)  # raises: unknown system, naming the declared ones
     engine = engine or (declared.engine if declared else None)
     if engine not in ("postgres", "mongodb"):
         raise ConfigError("name a system from dr.yaml, or say which engine the run is for")

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 from pydantic import Field
 
+from dr_runbooks.locks import backups_lock
 from flows import backup_steps as steps
 from flows import parameters as p
 from flows.runbook import Runbook
@@ -41,6 +42,7 @@ def backup_mongodb(
     retention: bool = p.RETENTION,
     retention_dry_run: bool = p.RETENTION_DRY_RUN,
     dump_retries: int = p.DUMP_RETRIES,
+    lock_timeout_seconds: int = p.BACKUP_LOCK_TIMEOUT,
     config_path: str | None = p.CONFIG_PATH,
 ) -> list[dict[str, Any]]:
     """Back up a MongoDB system's databases into its repositories."""
@@ -56,10 +58,15 @@ def backup_mongodb(
                 databases = mongodb_list_databases(target.conninfo)
         results = []
         for name in databases:
-            with rb.step(f"dump {name}"), rb.exclusive(f"dr-backup-mongodb-{target.system}-{name}"):
-                manifest = mongodb_backup.with_options(retries=dump_retries)(
-                    target.conninfo, name, target.system, target.primary, engine, kind
-                )
+            locks = [backups_lock(target.primary, "mongodb", target.system, name)]
+            with rb.lock(locks, lock_timeout_seconds):
+                try:
+                    with rb.step(f"dump {name}"):
+                        manifest = mongodb_backup.with_options(retries=dump_retries)(
+                            target.conninfo, name, target.system, target.primary, engine, kind
+                        )
+                finally:
+                    steps.remove_leftovers(rb, target, name)
             copies, pruned = steps.copy_and_prune(
                 rb, target, manifest, steps.Retention(retention, retention_dry_run)
             )
@@ -73,7 +80,7 @@ def backup_mongodb(
                     engine=manifest.details.get("engine"),
                     consistency=manifest.consistency,
                     collections=len(manifest.tables),
-                    documents=sum(manifest.tables.values()),
+                    documents=manifest.total_rows,
                     oplog_entries=oplog.get("entries"),
                 )
             )

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 from pydantic import Field
 
+from dr_runbooks.locks import backups_lock, database_lock
 from flows import backup_steps as steps
 from flows import parameters as p
 from flows.runbook import Runbook
@@ -48,6 +49,7 @@ def backup_postgres(
         False, description="Keep role password hashes (needs a superuser connection)."
     ),
     dump_retries: int = p.DUMP_RETRIES,
+    lock_timeout_seconds: int = p.BACKUP_LOCK_TIMEOUT,
     config_path: str | None = p.CONFIG_PATH,
 ) -> list[dict[str, Any]]:
     """Back up a PostgreSQL system's databases into its repositories."""
@@ -62,11 +64,23 @@ def backup_postgres(
         steps.clear_abandoned(rb, target)
         results = []
         for name in target.databases:
-            lock = f"dr-backup-postgres-{target.system}-{name}"
-            with rb.step(f"dump {name}"), rb.exclusive(lock):
-                manifest = postgres_backup.with_options(retries=dump_retries)(
-                    target.conninfo, name, target.system, target.primary, kind, role_passwords
-                )
+            locks = [
+                database_lock(target.conninfo, name),
+                backups_lock(target.primary, "postgres", target.system, name),
+            ]
+            with rb.lock(locks, lock_timeout_seconds):
+                try:
+                    with rb.step(f"dump {name}"):
+                        manifest = postgres_backup.with_options(retries=dump_retries)(
+                            target.conninfo,
+                            name,
+                            target.system,
+                            target.primary,
+                            kind,
+                            role_passwords,
+                        )
+                finally:
+                    steps.remove_leftovers(rb, target, name)
             copies, pruned = steps.copy_and_prune(rb, target, manifest, policy)
             results.append(
                 steps.backup_row(
@@ -75,7 +89,7 @@ def backup_postgres(
                     copies,
                     pruned,
                     tables=len(manifest.tables),
-                    rows=sum(manifest.tables.values()),
+                    rows=manifest.total_rows,
                 )
             )
         steps.publish_backups(rb, f"PostgreSQL backups of {target.system}", results)

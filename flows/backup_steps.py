@@ -13,9 +13,17 @@ from tasks.repository import (
     repository_apply_retention,
     repository_copy_backup,
     repository_remove_abandoned,
+    repository_remove_leftovers,
 )
 
-__all__ = ["Retention", "backup_row", "clear_abandoned", "copy_and_prune", "publish_backups"]
+__all__ = [
+    "Retention",
+    "backup_row",
+    "clear_abandoned",
+    "copy_and_prune",
+    "publish_backups",
+    "remove_leftovers",
+]
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,19 @@ class Retention:
     #: Keep backups of ``kind`` only this many days (hourly backups); None: the repository's.
     days: int | None = None
     kind: str | None = None
+
+
+def remove_leftovers(rb: Runbook, target: Target, database: str) -> None:
+    """With the database's backups lock held, every unfinished attempt of it is a leftover (a
+    failed first attempt of this run's dump included). Housekeeping never fails the backup:
+    what cannot be removed now (storage down) goes with the next run."""
+    with rb.step(f"remove leftovers of {database}") as step:
+        state = repository_remove_leftovers(
+            target.primary, target.engine, target.system, database, return_state=True
+        )
+        if state.is_failed():
+            step.outcome = "skipped"
+            step.detail = "could not remove them now; the next run will"
 
 
 def clear_abandoned(rb: Runbook, target: Target) -> None:

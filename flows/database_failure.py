@@ -5,10 +5,14 @@ The plan's steps, in an order that cannot make things worse:
 1. Assess: is the server up, can we connect, which version, does the database exist.
 2. Choose the backup: the latest, an id, or the latest before a time (by consistent point).
 3. Show the plan; wait for approval unless approved in advance (``dry_run`` stops here).
+   From here to the swap the run holds the database's lock: no other restore or backup of it
+   runs meanwhile, and the lock dies with this run.
 4. Download the backup and verify every checksum, before touching the server.
-5. Restore into a new database ``<db>__restore_<id>`` with the database's own settings.
+5. Restore into a new database ``<db>__restore_<run>``, named for this run, with the
+   database's own settings (side databases of runs that died are dropped first).
 6. Verify: row counts against the manifest, the SQL checks (each returns no rows).
-7. Swap by rename, keeping the old database as ``<db>__pre_restore_<timestamp>``.
+7. Swap by rename, keeping the old database as ``<db>__pre_restore_<timestamp>``, only if the
+   lock is still held and the side database is the very one restored and verified.
 8. Health check: poll the application's health URL until it answers.
 9. Report the RTO and RPO achieved as a table artifact.
 
@@ -24,6 +28,8 @@ from prefect import flow
 from pydantic import Field
 
 from dr_runbooks.errors import BadInput
+from dr_runbooks.locks import database_lock
+from dr_runbooks.postgres.server import side_name
 from dr_runbooks.repository import Backup, parse_time
 from dr_runbooks.text import markdown_table
 from flows import parameters as p
@@ -33,12 +39,14 @@ from tasks.health import http_wait_healthy
 from tasks.postgres import (
     postgres_assess,
     postgres_drop_database,
+    postgres_drop_leftovers,
     postgres_fetch_backup,
     postgres_restore,
     postgres_swap,
     postgres_verify_restore,
 )
 from tasks.repository import repository_choose_backup
+from tasks.runs import workdir_remove_stale
 
 __all__ = ["database_failure"]
 
@@ -64,6 +72,7 @@ def database_failure(
     approval_timeout_seconds: int = p.APPROVAL_TIMEOUT,
     incident_time: str | None = p.INCIDENT_TIME,
     jobs: int = Field(2, ge=1, le=32, description="Parallel pg_restore jobs."),
+    lock_timeout_seconds: int = p.RESTORE_LOCK_TIMEOUT,
     config_path: str | None = p.CONFIG_PATH,
 ) -> dict[str, Any]:
     """Restore a PostgreSQL database from its repository and verify it (the plan's Scenario 1)."""
@@ -86,34 +95,42 @@ def database_failure(
                 source, "postgres", target.system, name, backup_id=backup_id, before=cutoff
             )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        side = f"{name}__restore_{backup.id}"[:63]
+        side = side_name(name, "restore", rb.token)
         plan = _plan(
             target.system, name, status.database_exists, backup, side, stamp, keep_old, source.name
         )
-        approval = rb.gate(
-            f"restore-{target.system}-{name}", plan, dry_run, approved, approval_timeout_seconds
-        )
-        if approval is None:
-            return {"dry_run": True, "plan": plan, "backup_id": backup.id, "database": name}
-        with rb.step("download and verify checksums"):
-            fetched = postgres_fetch_backup(source, backup)
-        try:
-            with rb.step("restore into side database", detail=side):
-                postgres_restore(target.conninfo, fetched, side, jobs=jobs)
-        finally:
-            fetched.cleanup()
-        with rb.step("verify"):
-            expected = backup.manifest.tables if backup.manifest else {}
+        # One restore or backup of the database at a time, from before the approval to the
+        # swap; a dry run changes nothing and takes no lock.
+        locks = [] if dry_run else [database_lock(target.conninfo, name)]
+        with rb.lock(locks, lock_timeout_seconds):
+            approval = rb.gate(
+                f"restore-{target.system}-{name}", plan, dry_run, approved, approval_timeout_seconds
+            )
+            if approval is None:
+                return {"dry_run": True, "plan": plan, "backup_id": backup.id, "database": name}
+            with rb.step("remove leftovers of runs that died"):
+                postgres_drop_leftovers(target.conninfo, name, "restore")
+                workdir_remove_stale()
+            with rb.step("download and verify checksums"):
+                fetched = postgres_fetch_backup(source, backup)
             try:
-                verification = postgres_verify_restore(
-                    target.conninfo, side, expected, checks_file or target.checks_file
-                )
-            except BaseException:
-                # The failed verification is what matters; a leftover goes with the next run.
-                postgres_drop_database(target.conninfo, side, return_state=True)
-                raise
-        with rb.step("swap"):
-            kept = postgres_swap(target.conninfo, name, side, stamp, keep_old=keep_old)
+                with rb.step("restore into side database", detail=side):
+                    restored = postgres_restore(target.conninfo, fetched, side, jobs=jobs)
+            finally:
+                fetched.cleanup()
+            with rb.step("verify"):
+                expected = backup.manifest.tables if backup.manifest else {}
+                try:
+                    verification = postgres_verify_restore(
+                        target.conninfo, side, expected, checks_file or target.checks_file
+                    )
+                except BaseException:
+                    # The failed verification is what matters; a leftover goes with the next run.
+                    postgres_drop_database(target.conninfo, side, return_state=True)
+                    raise
+            with rb.step("swap"):
+                rb.still_locked()
+                kept = postgres_swap(target.conninfo, name, restored, stamp, keep_old=keep_old)
         if health_url or target.health_url:
             with rb.step("health check"):
                 http_wait_healthy(health_url or target.health_url or "", health_timeout_seconds)

@@ -8,8 +8,8 @@ MongoDB middle:
 1. The source may instead be mongodump output on disk (an archive, a directory, the plan's
    legacy tar.gz); read it and plan the restore, checking every CRC and time-series bucket
    when there is no manifest and refusing an index no server can build.
-2. Into a new database ``<db>__restore_<id>``: options, documents, indexes, views; with an oplog
-   to replay the indexes wait for it, as mongorestore does.
+2. Into a new database ``<db>__restore_<run>``, named for this run: options, documents,
+   indexes, views; with an oplog to replay the indexes wait for it, as mongorestore does.
 3. Document counts and index names of every collection against the manifest.
 4. The oplog captured during the backup replayed to its consistent point; the waiting indexes
    built and their names checked.
@@ -22,7 +22,6 @@ database exactly as it was.
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -134,8 +133,8 @@ def database_failure_mongodb(
             )
         try:
             with rb.step("read the dump and plan"):
-                label = backup.id if backup else secrets.token_hex(3)
-                restore_plan = mongodb_plan_restore(fetched, name, source_database, label)
+                # Side databases are named for this run, never shared with another.
+                restore_plan = mongodb_plan_restore(fetched, name, source_database, rb.token)
             side = restore_plan.databases[0].side
             # Indexes wait for the oplog (see restore_into_side); the counts are checked before.
             deferred = replay_oplog and restore_plan.oplog_entries is not None

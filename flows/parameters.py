@@ -16,6 +16,7 @@ __all__ = [
     "APPROVED",
     "BACKUP_DATABASE",
     "BACKUP_ID",
+    "BACKUP_LOCK_TIMEOUT",
     "BEFORE",
     "CONFIG_PATH",
     "CONNECTION",
@@ -28,6 +29,7 @@ __all__ = [
     "KIND",
     "REPOSITORIES",
     "REPOSITORY",
+    "RESTORE_LOCK_TIMEOUT",
     "RETENTION",
     "RETENTION_DRY_RUN",
     "SYSTEM",
@@ -76,4 +78,16 @@ KIND: Any = Field("full", description="Recorded in the manifest: full, hourly, m
 RETENTION: Any = Field(True, description="Apply each repository's retention afterwards.")
 RETENTION_DRY_RUN: Any = Field(False, description="Only report what retention would delete.")
 DUMP_RETRIES: Any = Field(1, ge=0, le=5, description="Retries of a failed dump.")
+BACKUP_LOCK_TIMEOUT: Any = Field(
+    1800,
+    ge=0,
+    description="How long to wait, in seconds, while another backup or a restore of the same "
+    "database runs (0: fail at once naming it).",
+)
+RESTORE_LOCK_TIMEOUT: Any = Field(
+    0,
+    ge=0,
+    description="How long to wait, in seconds, while another restore or a backup of the same "
+    "database runs (0: fail at once naming it).",
+)
 CONFIG_PATH: Any = Field(None, description="dr.yaml to use (default: DR_CONFIG or ./dr.yaml).")

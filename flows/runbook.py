@@ -15,32 +15,52 @@ A runbook's steps stay in its own flow body; only the bookkeeping lives here::
 On failure the runbook publishes its partial timeline with the failure as an artifact and
 sends one notification (a runbook run as a step of another, like the drill's recovery, leaves
 the notification to the outer one), then lets the error end the run.
+
+``rb.lock(...)`` holds locks that die with their holder (:mod:`dr_runbooks.locks`) around the
+steps that must not run twice at once, reporting who holds them while it waits. Each run is
+recorded on its machine while it lives (:class:`dr_runbooks.processes.RunRegistry`); the next
+run marks those whose process died Crashed in Prefect, and removes the work directories they
+left.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from prefect.concurrency.sync import concurrency
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
-from dr_runbooks.errors import Rejected
+from dr_runbooks.errors import LockHeld, Rejected
+from dr_runbooks.locks import Holder, Lock, hold
+from dr_runbooks.processes import RunRegistry
 from dr_runbooks.redaction import redact
 from dr_runbooks.repository import parse_time
 from dr_runbooks.targets import Target
 from dr_runbooks.text import first_line, human_duration
 from dr_runbooks.timeline import Step, Timeline
-from tasks._runtime import ensure_concurrency_limit, logger
+from tasks._runtime import logger
 from tasks.notify import notify_send
 from tasks.report import report_publish
+from tasks.runs import prefect_mark_crashed, workdir_remove_stale
 
 __all__ = ["Approval", "Runbook"]
+
+
+def _flow_run_id() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.get_id()
+    except Exception:  # outside a flow run
+        return None
+    return str(run_id) if run_id else None
+
 
 #: The runbooks running in this context, outermost first.
 _running: contextvars.ContextVar[tuple[Runbook, ...]] = contextvars.ContextVar(
@@ -74,13 +94,31 @@ class Runbook(AbstractContextManager["Runbook"]):
         self.notify = notify
         self.timeline = Timeline()
         self._incident_time = incident_time
-        self._token: contextvars.Token[tuple[Runbook, ...]] | None = None
+        self._context: contextvars.Token[tuple[Runbook, ...]] | None = None
+        self.run_id = _flow_run_id()
+        #: Eight hex characters naming this run's side databases and work.
+        self.token = (self.run_id or secrets.token_hex(4)).replace("-", "")[:8]
+        self._locks: list[Lock] = []
 
     # -- the context ------------------------------------------------------------------------
 
     def __enter__(self) -> Runbook:
-        self._token = _running.set((*_running.get(), self))
+        self._context = _running.set((*_running.get(), self))
+        if self.run_id is not None:
+            registry = RunRegistry()
+            for dead in registry.dead():
+                self._mark_crashed(dead)
+                registry.forget(str(dead["run_id"]))
+            registry.register(self.run_id, self.name)
         return self
+
+    def _mark_crashed(self, dead: dict[str, Any]) -> None:
+        try:
+            prefect_mark_crashed(
+                str(dead["run_id"]), str(dead.get("flow")), str(dead.get("host")), int(dead["pid"])
+            )
+        except Exception as exc:  # housekeeping must not stop the runbook
+            logger().warning("could not mark run %s Crashed: %s", dead["run_id"], first_line(exc))
 
     def __exit__(
         self,
@@ -89,8 +127,10 @@ class Runbook(AbstractContextManager["Runbook"]):
         tb: TracebackType | None,
     ) -> None:
         outer = _running.get()[:-1]
-        if self._token is not None:
-            _running.reset(self._token)
+        if self._context is not None:
+            _running.reset(self._context)
+        if self.run_id is not None:
+            RunRegistry().forget(self.run_id)
         if exc is None or isinstance(exc, GeneratorExit):
             return
         self._report_failure(exc, notify=self.notify and not outer)
@@ -130,11 +170,45 @@ class Runbook(AbstractContextManager["Runbook"]):
         return self.timeline.step(name, detail)
 
     @contextmanager
-    def exclusive(self, name: str, timeout_seconds: int = 6 * 3600) -> Iterator[None]:
-        """One run at a time for ``name`` (a Prefect global concurrency limit of 1)."""
-        limit = ensure_concurrency_limit(name)
-        with concurrency(limit, occupy=1, timeout_seconds=timeout_seconds):
-            yield
+    def lock(self, locks: Sequence[Lock], timeout_seconds: float = 0) -> Iterator[None]:
+        """Hold ``locks`` (in order) around the steps inside, waiting up to
+        ``timeout_seconds`` and saying who holds them meanwhile; :class:`LockHeld` names the
+        holder when the wait ends. The locks die with this process, and are checked before a
+        step that must not run without them (:meth:`still_locked`)."""
+        holder = Holder(flow=self.name, run_id=self.run_id)
+        log = logger()
+
+        def waiting(lock: Lock, current: Holder | None, waited: float) -> None:
+            who = current.describe() if current else "another run"
+            log.warning(
+                "waiting for %s, locked by %s (%.0f of %.0f s)",
+                lock.label,
+                who,
+                waited,
+                timeout_seconds,
+            )
+
+        with ExitStack() as stack:
+            with self.step("lock", detail="; ".join(lock.label for lock in locks)):
+                self._locks = stack.enter_context(
+                    hold(locks, holder, timeout_seconds, on_wait=waiting)
+                )
+            try:
+                yield
+            finally:
+                self._locks = []
+
+    def still_locked(self) -> None:
+        """Raise :class:`LockHeld` unless every lock this run holds is still held (a lock
+        whose connection or lease was lost may be another run's by now)."""
+        for lock in self._locks:
+            if not lock.alive():
+                raise LockHeld(f"lost the lock on {lock.label}; stopping before it matters")
+
+    def clear_work_leftovers(self) -> None:
+        """Remove work directories that runs which died on this machine left behind."""
+        with self.step("remove leftovers of runs that died"):
+            workdir_remove_stale()
 
     @property
     def incident(self) -> datetime:

@@ -27,19 +27,21 @@ from pydantic import Field
 
 from dr_runbooks.config import load_config
 from dr_runbooks.errors import DRError, RestoreVerificationFailed
+from dr_runbooks.locks import Holder, database_lock, hold, verification_lock
 from dr_runbooks.mongo.connection import MongoConnInfo
 from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.postgres.server import side_name
 from dr_runbooks.repository import Backup
 from dr_runbooks.targets import Connection, Target
 from dr_runbooks.text import first_line, human_duration
 from flows import parameters as p
 from flows.runbook import Runbook
+from tasks._runtime import logger
 from tasks.config import dr_load_target, dr_load_verify_server
 from tasks.mongodb import mongodb_drop_leftover_verifications, mongodb_verify_backup
 from tasks.postgres import (
-    VERIFY_MARK,
     postgres_drop_database,
-    postgres_drop_leftover_verifications,
+    postgres_drop_leftovers,
     postgres_fetch_backup,
     postgres_restore,
     postgres_verify_restore,
@@ -50,6 +52,7 @@ from tasks.repository import (
     repository_record_verification,
     repository_verify_checksums,
 )
+from tasks.runs import workdir_remove_stale
 
 __all__ = ["verify_backups"]
 
@@ -81,7 +84,7 @@ def verify_backups(
                 )
             for database in databases:
                 with rb.step(f"verify {name}/{database}"):
-                    results.append(_verify_one(target, server, database))
+                    results.append(_verify_one(rb, target, server, database))
         bad = [r for r in results if r["outcome"] != "ok"]
         rb.publish(
             "verify-backups",
@@ -101,7 +104,7 @@ def verify_backups(
         return results
 
 
-def _verify_one(target: Target, server: Connection, database: str) -> dict[str, Any]:
+def _verify_one(rb: Runbook, target: Target, server: Connection, database: str) -> dict[str, Any]:
     """Steps 1-5 for one database; a bad backup is a result, not an exception."""
     now = datetime.now(UTC)
     repository = target.primary
@@ -135,7 +138,7 @@ def _verify_one(target: Target, server: Connection, database: str) -> dict[str, 
         "problems": list(problems),
     }
     if not problems:
-        record.update(_TEST_RESTORE[target.engine](target, server, backup, database))
+        record.update(_TEST_RESTORE[target.engine](rb, target, server, backup, database))
         problems = record["problems"]
     record["finished"] = datetime.now(UTC).isoformat()
     record["outcome"] = "ok" if not problems else "failed"
@@ -154,44 +157,71 @@ def _verify_one(target: Target, server: Connection, database: str) -> dict[str, 
 
 
 def _test_restore_postgres(
-    target: Target, server: Connection, backup: Backup, database: str
+    rb: Runbook, target: Target, server: Connection, backup: Backup, database: str
 ) -> dict[str, Any]:
-    """Restore into a temporary database, verify, and always drop it."""
+    """Restore into a temporary database, verify, and always drop it; under the database's
+    verification lock, so the leftovers of runs that died can be told from a live run's."""
     assert isinstance(server, ConnInfo)
-    temp = f"{database}{VERIFY_MARK}{backup.id}"[:63]
+    temp = side_name(database, "verify", rb.token)
     outcome: dict[str, Any] = {
         "server": server.describe("postgres"),
         "database": temp,
         "problems": [],
     }
     try:
-        postgres_drop_leftover_verifications(server)
-        fetched = postgres_fetch_backup(target.primary, backup)
-        try:
-            postgres_restore(server, fetched, temp)
-        finally:
-            fetched.cleanup()
-        expected = backup.manifest.tables if backup.manifest else {}
-        verified = postgres_verify_restore(server, temp, expected, target.checks_file)
-        outcome.update(
-            compared={
-                "tables": verified["tables"],
-                "rows": verified["rows"],
-                "row_counts": bool(expected),
-                "checks": verified["checks"],
-            },
-            detail=f"restored {verified['tables']} tables, {verified['rows']} rows"
-            + (" matching the manifest" if expected else ""),
-        )
+        with rb.lock([verification_lock(server, database)], timeout_seconds=600):
+            _test_restore_postgres_locked(target, server, backup, database, temp, outcome)
     except DRError as exc:  # an unreachable server too: this verification fails, others go on
         outcome["problems"] = [first_line(exc)]
     finally:
         postgres_drop_database(server, temp, return_state=True)
+    _drop_dead_restores(rb, target, database)
     return outcome
 
 
+def _drop_dead_restores(rb: Runbook, target: Target, database: str) -> None:
+    """The daily pass also removes side databases that restores which died left on the
+    system's own server, when no restore of the database is running (its lock is free)."""
+    holder = Holder(flow=rb.name, run_id=rb.run_id)
+    try:
+        with hold([database_lock(target.conninfo, database)], holder, timeout_seconds=0):
+            postgres_drop_leftovers(target.conninfo, database, "restore")
+    except DRError as exc:  # a restore running now, or the server away: the next pass will do
+        logger().info("left %s's restore leftovers for later: %s", database, first_line(exc))
+
+
+def _test_restore_postgres_locked(
+    target: Target,
+    server: ConnInfo,
+    backup: Backup,
+    database: str,
+    temp: str,
+    outcome: dict[str, Any],
+) -> None:
+    """The test restore itself (the caller holds the lock and drops ``temp`` afterwards)."""
+    postgres_drop_leftovers(server, database, "verify")
+    workdir_remove_stale()
+    fetched = postgres_fetch_backup(target.primary, backup)
+    try:
+        postgres_restore(server, fetched, temp)
+    finally:
+        fetched.cleanup()
+    expected = backup.manifest.tables if backup.manifest else {}
+    verified = postgres_verify_restore(server, temp, expected, target.checks_file)
+    outcome.update(
+        compared={
+            "tables": verified["tables"],
+            "rows": verified["rows"],
+            "row_counts": bool(expected),
+            "checks": verified["checks"],
+        },
+        detail=f"restored {verified['tables']} tables, {verified['rows']} rows"
+        + (" matching the manifest" if expected else ""),
+    )
+
+
 def _test_restore_mongodb(
-    target: Target, server: Connection, backup: Backup, database: str
+    rb: Runbook, target: Target, server: Connection, backup: Backup, database: str
 ) -> dict[str, Any]:
     """The MongoDB test restore: a temporary database, compared with the manifest, dropped."""
     assert isinstance(server, MongoConnInfo)
@@ -217,7 +247,7 @@ def _test_restore_mongodb(
     return outcome
 
 
-_TEST_RESTORE: dict[str, Callable[[Target, Connection, Backup, str], dict[str, Any]]] = {
+_TEST_RESTORE: dict[str, Callable[[Runbook, Target, Connection, Backup, str], dict[str, Any]]] = {
     "postgres": _test_restore_postgres,
     "mongodb": _test_restore_mongodb,
 }

@@ -15,7 +15,17 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from dr_runbooks import progress
-from dr_runbooks.errors import BadInput, ChecksumMismatch, RestoreVerificationFailed
+from dr_runbooks.errors import (
+    AzureRequestFailed,
+    BackupDamaged,
+    BadInput,
+    ChecksumMismatch,
+    CommandFailed,
+    ConcurrentChange,
+    LockHeld,
+    RestoreVerificationFailed,
+    VerificationFailed,
+)
 from dr_runbooks.redaction import install_log_redaction
 
 __all__ = ["logger", "reported_progress"]
@@ -76,12 +86,27 @@ def reported_progress(step: str, every: float = 5.0) -> Iterator[None]:
         yield
 
 
+_FINAL = (
+    BadInput,
+    ChecksumMismatch,
+    RestoreVerificationFailed,
+    BackupDamaged,
+    LockHeld,
+    AzureRequestFailed,
+    ConcurrentChange,
+    CommandFailed,
+    VerificationFailed,
+)
+
+
 def transient_only(task: Any, task_run: Any, state: Any) -> bool:
-    """A ``retry_condition_fn``: retry what may succeed on a second try, never bad input or
-    proof that data is wrong (a checksum, a failed verification), which a retry cannot fix."""
+    """A ``retry_condition_fn``: retry what may succeed on a second try, never bad input,
+    proof that data is wrong (a checksum, a failed verification, a damaged manifest), a lock
+    another live run holds, or what a service answered for good (Azure refusing a request, an
+    ETag that moved, a command or a check that failed), which a retry would only repeat."""
     try:
         state.result()
-    except (BadInput, ChecksumMismatch, RestoreVerificationFailed):
+    except _FINAL:
         return False
     except Exception:
         return True

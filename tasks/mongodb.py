@@ -60,6 +60,15 @@ def mongodb_backup(
         manifest = mongo_backup.backup_database(
             conninfo, database, system, repository, engine=engine, kind=kind
         )
+    skew = manifest.details.get("clock_skew_seconds")
+    if skew:
+        logger().warning(
+            "backup %s: its consistent point %s is %d s ahead of this machine's clock; is the "
+            "database server's clock wrong? It will not be chosen as the latest backup",
+            manifest.id,
+            manifest.consistent_point.isoformat(),
+            skew,
+        )
     data = manifest.objects[0]
     oplog = manifest.details.get("oplog") or {}
     logger().info(

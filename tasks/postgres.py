@@ -14,19 +14,15 @@ from dr_runbooks.repository import Backup, Manifest, Repository
 from tasks._runtime import logger, reported_progress, transient_only
 
 __all__ = [
-    "VERIFY_MARK",
     "postgres_assess",
     "postgres_backup",
     "postgres_drop_database",
-    "postgres_drop_leftover_verifications",
+    "postgres_drop_leftovers",
     "postgres_fetch_backup",
     "postgres_restore",
     "postgres_swap",
     "postgres_verify_restore",
 ]
-
-#: The mark in the name of a test restore's temporary database: ``<db>__verify_<id>``.
-VERIFY_MARK = "__verify_"
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -62,6 +58,15 @@ def postgres_backup(
         manifest = pg_backup.backup_database(
             conninfo, database, system, repository, kind=kind, role_passwords=role_passwords
         )
+    skew = manifest.details.get("clock_skew_seconds")
+    if skew:
+        logger().warning(
+            "backup %s: its consistent point %s is %d s ahead of this machine's clock; is the "
+            "database server's clock wrong? It will not be chosen as the latest backup",
+            manifest.id,
+            manifest.consistent_point.isoformat(),
+            skew,
+        )
     data = manifest.objects[0]
     logger().info(
         "backup %s of %s committed to %s: %d bytes (%d before compression), %d tables",
@@ -91,7 +96,7 @@ def postgres_restore(
     target: str,
     jobs: int = 2,
     no_owner: bool = False,
-) -> str:
+) -> restore.RestoreOutcome:
     """Restore a fetched backup into a NEW database ``target`` with the database's settings
     (see :func:`dr_runbooks.postgres.restore.restore_database`)."""
     outcome = restore.restore_database(conninfo, fetched, target, jobs=jobs, no_owner=no_owner)
@@ -101,7 +106,7 @@ def postgres_restore(
     if outcome.created_roles:
         log.info("created missing roles: %s", ", ".join(outcome.created_roles))
     log.info("restored %s into %s", fetched.backup.id, target)
-    return target
+    return outcome
 
 
 @task(cache_policy=NO_CACHE)
@@ -123,12 +128,19 @@ def postgres_verify_restore(
     return result
 
 
-@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=3, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
 def postgres_swap(
-    conninfo: ConnInfo, database: str, restored: str, stamp: str, keep_old: bool = True
+    conninfo: ConnInfo,
+    database: str,
+    restored: restore.RestoreOutcome,
+    stamp: str,
+    keep_old: bool = True,
 ) -> str | None:
-    """Rename the restored database into place, keeping the old one unless asked not to."""
-    old = server.swap_databases(conninfo, database, restored, stamp, keep_old=keep_old)
+    """Rename the restored database into place, keeping the old one unless asked not to; only
+    if it is still the very database this run restored (its oid)."""
+    old = server.swap_databases(
+        conninfo, database, restored.database, stamp, keep_old=keep_old, expected_oid=restored.oid
+    )
     logger().info(
         "%s is now the restored database%s",
         database,
@@ -143,11 +155,14 @@ def postgres_drop_database(conninfo: ConnInfo, name: str) -> None:
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
-def postgres_drop_leftover_verifications(conninfo: ConnInfo) -> list[str]:
-    """Drop temporary verification databases a crashed run left behind."""
-    pattern = "%" + VERIFY_MARK.replace("_", "\\_") + "%"
-    leftovers = server.list_databases(conninfo, pattern)
+def postgres_drop_leftovers(conninfo: ConnInfo, database: str, purpose: str) -> list[str]:
+    """Drop the side databases (``<db>__restore_*`` or ``<db>__verify_*``) that runs which died
+    left behind. Called with the database's lock held: no live run can own one."""
+    leftovers = server.drop_side_databases(conninfo, database, purpose)
     for name in leftovers:
-        server.drop_database(conninfo, name)
-        logger().warning("dropped leftover verification database %s", name)
+        logger().warning(
+            "dropped %s, left by a run that died (no live run holds the lock of %s)",
+            name,
+            database,
+        )
     return leftovers

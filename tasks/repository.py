@@ -19,6 +19,7 @@ __all__ = [
     "repository_newest_backup",
     "repository_record_verification",
     "repository_remove_abandoned",
+    "repository_remove_leftovers",
     "repository_verify_checksums",
 ]
 
@@ -94,6 +95,23 @@ def repository_apply_retention(
         "kept": [b.id for b in plan.keep],
         "deleted" if not dry_run else "would_delete": [b.id for b in plan.delete],
     }
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
+def repository_remove_leftovers(
+    repository: Repository, engine: str, system: str, database: str
+) -> list[str]:
+    """Remove every unfinished folder of ``system``/``database`` and what its failed writes
+    left. Called with that database's backups lock held: no live run can own one."""
+    removed = repository.remove_leftovers(engine, system, database)
+    for prefix in removed:
+        logger().warning(
+            "removed %s from %s: left by a backup that did not finish, and no live run holds "
+            "its lock",
+            prefix,
+            repository.name,
+        )
+    return removed
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -19,6 +19,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("DR_CONFIG", None)
+os.environ["DR_STATE_DIR"] = os.path.join(_PREFECT_HOME, "dr-state")
 
 import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402

@@ -60,27 +60,74 @@ restore into a temporary database, compare, replay the oplog, drop it (also on f
 
 from __future__ import annotations
 
-from .archive import (
-    ARCHIVE_MAGIC,
-    ArchiveDump,
-    ArchiveHeader,
-    ArchivePrelude,
-    ArchiveReader,
-    ArchiveWriter,
-    NamespaceStats,
-)
-from .dumpdir import DirectoryDump, TarDump
-from .indexes import IndexPlan, UnrestorableIndex, create_indexes_command, normalize_indexes
-from .model import (
-    OPLOG_NAMESPACE,
-    CollectionMetadata,
-    Dump,
-    DumpCollection,
-    Namespace,
-    check_timeseries_bucket,
-    parse_metadata,
-)
-from .source import inspect_dump, open_dump
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .archive import (
+        ARCHIVE_MAGIC,
+        ArchiveDump,
+        ArchiveHeader,
+        ArchivePrelude,
+        ArchiveReader,
+        ArchiveWriter,
+        NamespaceStats,
+    )
+    from .dumpdir import DirectoryDump, TarDump
+    from .indexes import IndexPlan, UnrestorableIndex, create_indexes_command, normalize_indexes
+    from .model import (
+        OPLOG_NAMESPACE,
+        CollectionMetadata,
+        Dump,
+        DumpCollection,
+        Namespace,
+        check_timeseries_bucket,
+        parse_metadata,
+    )
+    from .source import inspect_dump, open_dump
+
+#: Where each public name lives. Loaded on first use: a PostgreSQL backup that touches only
+#: :mod:`.connection` (through the resolver) does not pay for BSON and the archive format.
+_HOME = {
+    **dict.fromkeys(
+        (
+            "ARCHIVE_MAGIC",
+            "ArchiveDump",
+            "ArchiveHeader",
+            "ArchivePrelude",
+            "ArchiveReader",
+            "ArchiveWriter",
+            "NamespaceStats",
+        ),
+        "archive",
+    ),
+    **dict.fromkeys(("DirectoryDump", "TarDump"), "dumpdir"),
+    **dict.fromkeys(
+        ("IndexPlan", "UnrestorableIndex", "create_indexes_command", "normalize_indexes"),
+        "indexes",
+    ),
+    **dict.fromkeys(
+        (
+            "OPLOG_NAMESPACE",
+            "CollectionMetadata",
+            "Dump",
+            "DumpCollection",
+            "Namespace",
+            "check_timeseries_bucket",
+            "parse_metadata",
+        ),
+        "model",
+    ),
+    **dict.fromkeys(("inspect_dump", "open_dump"), "source"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{home}", __name__), name)
+
 
 __all__ = [
     "ARCHIVE_MAGIC",

@@ -30,6 +30,7 @@ instances, so the tools engine on a replica set dumps everything and keeps the o
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import shutil
@@ -45,6 +46,7 @@ from bson.raw_bson import RawBSONDocument
 
 from dr_runbooks import progress
 from dr_runbooks.errors import DRError, DumpFailed, InvalidArchive, OperationFailed
+from dr_runbooks.processes import die_with_parent
 from dr_runbooks.redaction import redact
 from dr_runbooks.repository import Manifest, ObjectEntry, Repository, new_backup_id
 from dr_runbooks.streams import Digest, compress, hashed
@@ -330,7 +332,9 @@ def _tools_archive(
     with tools_config_file(conninfo) as config, tempfile.TemporaryFile() as stderr:
         argv = [mongodump, f"--config={config}", "--archive"]
         argv += ["--oplog"] if server.replica_set else [f"--db={database}"]
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=die_with_parent
+        )
         assert process.stdout is not None
         error: BaseException | None = None
         killed = False
@@ -525,7 +529,10 @@ def backup_database(
             )
             repository.commit(prefix, manifest)
         except BaseException:
-            repository.abort(prefix)
+            # What the failure left (storage down?) goes with the next run; the failure is
+            # what must surface.
+            with contextlib.suppress(Exception):
+                repository.abort(prefix)
             raise
     except PyMongoError as exc:
         raise _failed(exc, f"backup of {database} on {conninfo.describe()} failed") from None

@@ -4,7 +4,6 @@ output given as a path."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from dr_runbooks.errors import (
     BadInput,
     ChecksumMismatch,
 )
+from dr_runbooks.processes import MONGODB_WORKDIR_PREFIX, owned_workdir
 from dr_runbooks.repository import Backup, Manifest, Repository
 from dr_runbooks.streams import Digest, hashed, read_chunks
 
@@ -20,7 +20,10 @@ from .backup import DATA
 from .model import Dump
 from .source import open_dump
 
-__all__ = ["FetchedDump", "fetch_backup", "open_path"]
+__all__ = ["WORKDIR_PREFIX", "FetchedDump", "fetch_backup", "open_path"]
+
+#: A restore's work directories (the downloaded archive): ``<tmp>/dr-mongo-restore-*``.
+WORKDIR_PREFIX = MONGODB_WORKDIR_PREFIX
 
 
 @dataclass
@@ -57,7 +60,7 @@ def fetch_backup(
     happens before any server is touched. A legacy ``backup_*.tar.gz`` has no manifest; it is
     checked when :func:`plan_restore` reads it.
     """
-    directory = Path(tempfile.mkdtemp(prefix="dr-mongo-restore-", dir=workdir))
+    directory = owned_workdir(WORKDIR_PREFIX, workdir)
     try:
         if backup.legacy_key:
             path = directory / backup.id

@@ -8,11 +8,11 @@ manifest is written, so the attempt never shows up as a backup.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,14 +28,31 @@ from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.postgres.dump import DumpStream
 from dr_runbooks.postgres.snapshot import DatabaseSettings, exported_snapshot
 from dr_runbooks.postgres.tools import tool_version
+from dr_runbooks.processes import POSTGRES_WORKDIR_PREFIX, owned_workdir
 from dr_runbooks.repository import Backup, Manifest, ObjectEntry, Repository, new_backup_id
 from dr_runbooks.streams import Digest, compress, hashed, read_chunks
 from dr_runbooks.text import first_line
 
-__all__ = ["DATA", "ROLES", "FetchedBackup", "backup_database", "fetch_backup"]
+__all__ = [
+    "DATA",
+    "ROLES",
+    "WORKDIR_PREFIX",
+    "FetchedBackup",
+    "backup_database",
+    "fetch_backup",
+    "work_base",
+]
 
 DATA = "data.dump.zst"
 ROLES = "roles.json"
+#: A restore's work directories (the unpacked dump): ``<DR_WORK_DIR or tmp>/dr-restore-*``.
+WORKDIR_PREFIX = POSTGRES_WORKDIR_PREFIX
+
+
+def work_base() -> Path | None:
+    """Where restores unpack (``DR_WORK_DIR``; None: the system's temporary directory). It
+    needs the dump's uncompressed size free."""
+    return Path(os.environ["DR_WORK_DIR"]) if os.environ.get("DR_WORK_DIR") else None
 
 
 def backup_database(
@@ -109,13 +126,17 @@ def backup_database(
                 ],
                 tables=counts,
                 details={
+                    "partitioned": snapshot.partitioned,
                     "database_settings": snapshot.settings.as_dict(),
                     "role_passwords": role_passwords,
                 },
             )
             repository.commit(prefix, manifest)
         except BaseException:
-            repository.abort(prefix)
+            # What the failure left (storage down?) goes with the next run; the failure is
+            # what must surface.
+            with contextlib.suppress(Exception):
+                repository.abort(prefix)
             raise
     return manifest
 
@@ -143,8 +164,7 @@ def fetch_backup(
     manifest: this happens before anything touches a database.
     """
     # DR_WORK_DIR: where a restore unpacks the dump (it needs the dump's uncompressed size).
-    base = workdir or (Path(os.environ["DR_WORK_DIR"]) if os.environ.get("DR_WORK_DIR") else None)
-    directory = Path(tempfile.mkdtemp(prefix="dr-restore-", dir=base))
+    directory = owned_workdir(WORKDIR_PREFIX, workdir or work_base())
     try:
         if backup.legacy_key:
             return _fetch_legacy(repository, backup, directory)

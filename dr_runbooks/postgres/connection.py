@@ -9,6 +9,7 @@ child process (pg_dump, pg_restore, psql): never through argv.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -57,14 +58,16 @@ class ConnInfo:
         try:
             params = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
-            raise BadInput(f"bad DSN {redact(dsn)!r}: {redact(str(exc)).splitlines()[0]}") from None
+            # libpq quotes the part it could not read, which may be a piece of the password.
+            reason = re.sub(r'"[^"]*"', '"***"', str(exc).splitlines()[0])
+            raise BadInput(f"bad DSN {_shown(dsn)}: {redact(reason)}") from None
         password = params.pop("password", None)
         register_secret(str(password) if password else None)
         port = params.pop("port", None)
         try:
             port_number = int(port) if port else None
         except ValueError:
-            raise BadInput(f"bad DSN {redact(dsn)!r}: port {port!r} is not a number") from None
+            raise BadInput(f"bad DSN {_shown(dsn)}: port {port!r} is not a number") from None
         known = {
             k: str(params.pop(k)) for k in ("host", "user", "dbname", "sslmode") if k in params
         }
@@ -80,6 +83,10 @@ class ConnInfo:
 
     def with_dbname(self, dbname: str) -> ConnInfo:
         return replace(self, dbname=dbname)
+
+    def with_options(self, **options: str) -> ConnInfo:
+        """The same connection with more libpq parameters (``application_name``…)."""
+        return replace(self, options={**self.options, **options})
 
     @property
     def database(self) -> str:
@@ -145,6 +152,12 @@ class ConnInfo:
             host = socket.gethostname()
         name = host.split(",")[0].replace(".", "-").replace(":", "-").strip("-")
         return f"{name}-{self.port}" if self.port and self.port != 5432 else name
+
+
+def _shown(dsn: str) -> str:
+    """A DSN that failed to parse, for the message: a URI with its password masked; a
+    key=value string not at all (where its password ends cannot be told once it is broken)."""
+    return repr(redact(dsn)) if "://" in dsn else "(key=value form)"
 
 
 # libpq reports why a connection failed only in words (no SQLSTATE before the session exists).

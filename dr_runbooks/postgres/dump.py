@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dr_runbooks.errors import DumpFailed
 from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.postgres.tools import StderrCollector, error_lines, pg_tool
+from dr_runbooks.processes import die_with_parent
 
 __all__ = ["DumpStream"]
 
@@ -40,6 +41,7 @@ class DumpStream:
             stderr=subprocess.PIPE,
             env=self.env,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         assert self.process.stdout is not None and self.process.stderr is not None
         stderr = StderrCollector(self.process.stderr)

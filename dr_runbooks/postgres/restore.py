@@ -13,9 +13,15 @@ from psycopg import sql
 from dr_runbooks.errors import RestoreFailed
 from dr_runbooks.postgres.backup import FetchedBackup
 from dr_runbooks.postgres.connection import ConnInfo
-from dr_runbooks.postgres.server import create_plain_database, database_exists, drop_database
+from dr_runbooks.postgres.server import (
+    create_plain_database,
+    database_exists,
+    database_oid,
+    drop_database,
+)
 from dr_runbooks.postgres.snapshot import DatabaseSettings
 from dr_runbooks.postgres.tools import StderrCollector, error_lines, pg_tool, wait_reporting_reads
+from dr_runbooks.processes import die_with_parent
 from dr_runbooks.redaction import redact
 from dr_runbooks.text import first_line
 
@@ -42,6 +48,8 @@ class RestoreOutcome:
     database: str
     replaced_leftover: bool
     created_roles: list[str]
+    #: The restored database's oid: the swap checks it is still the same database.
+    oid: int
 
 
 def restore_database(
@@ -75,7 +83,10 @@ def restore_database(
     except BaseException:
         drop_database(conninfo, target)
         raise
-    return RestoreOutcome(target, leftover, created)
+    oid = database_oid(conninfo, target)
+    if oid is None:
+        raise RestoreFailed(f"{target} vanished as soon as it was restored")
+    return RestoreOutcome(target, leftover, created, oid)
 
 
 def ensure_roles(conninfo: ConnInfo, roles: dict[str, Any]) -> list[str]:
@@ -182,6 +193,10 @@ def finish_database(conninfo: ConnInfo, name: str, settings: DatabaseSettings) -
             statements.append(
                 sql.SQL("{} SET {} = {}").format(target, sql.Identifier(key), sql.Literal(value))
             )
+    if settings.comment is not None:
+        statements.append(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(settings.comment))
+        )
     if settings.grants is not None:
         statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
         for grant in settings.grants:
@@ -234,6 +249,7 @@ def pg_restore(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     stderr = StderrCollector(process.stderr)
     stderr.start()
@@ -257,7 +273,11 @@ def psql_file(conninfo: ConnInfo, database: str, path: Path) -> None:
         f"--file={path}",
     ]
     result = subprocess.run(
-        argv, env=conninfo.child_env(dbname=database), capture_output=True, stdin=subprocess.DEVNULL
+        argv,
+        env=conninfo.child_env(dbname=database),
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     if result.returncode != 0:
         message = error_lines(redact(result.stderr.decode(errors="replace")))

@@ -13,12 +13,16 @@ from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.text import first_line
 
 __all__ = [
+    "TOKEN_LENGTH",
     "ServerStatus",
     "assess",
     "create_plain_database",
     "database_exists",
+    "database_oid",
     "drop_database",
+    "drop_side_databases",
     "list_databases",
+    "side_name",
     "swap_databases",
 ]
 
@@ -84,12 +88,19 @@ def _terminate(conn: psycopg.Connection[Any], database: str) -> None:
 
 
 def swap_databases(
-    conninfo: ConnInfo, database: str, restored: str, stamp: str, keep_old: bool = True
+    conninfo: ConnInfo,
+    database: str,
+    restored: str,
+    stamp: str,
+    keep_old: bool = True,
+    expected_oid: int | None = None,
 ) -> str | None:
     """Rename ``restored`` to ``database``, keeping the old one as ``<db>__pre_restore_<stamp>``.
 
     Both renames run in one transaction, so the name ``database`` is never missing for long and
-    a failure leaves both databases as they were. Returns the kept old name, if any.
+    a failure leaves both databases as they were. With ``expected_oid`` the swap happens only if
+    ``restored`` is still that very database (the one this run restored and verified), checked
+    in the same transaction. Returns the kept old name, if any.
     """
     old_name = f"{database}__pre_restore_{stamp}"
     with conninfo.connect(dbname="postgres", autocommit=True) as conn:
@@ -99,6 +110,13 @@ def swap_databases(
         )
         try:
             with conn.transaction():
+                if expected_oid is not None:
+                    found = database_oid_in(conn, restored)
+                    if found != expected_oid:
+                        raise RestoreFailed(
+                            f"{restored} is not the database this run restored and verified "
+                            f"(oid {found}, expected {expected_oid}); nothing was swapped"
+                        )
                 if exists:
                     _terminate(conn, database)
                     conn.execute(
@@ -121,6 +139,42 @@ def swap_databases(
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(old_name)))
             return None
     return old_name if exists else None
+
+
+def database_oid_in(conn: psycopg.Connection[Any], name: str) -> int | None:
+    row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def database_oid(conninfo: ConnInfo, name: str) -> int | None:
+    """The database's oid: a database dropped and created again under the name has another."""
+    with conninfo.connect(dbname="postgres") as conn:
+        return database_oid_in(conn, name)
+
+
+#: The length of a run's token in its side databases' names.
+TOKEN_LENGTH = 8
+
+
+def side_name(database: str, purpose: str, token: str) -> str:
+    """``<db>__<purpose>_<token>`` in PostgreSQL's 63 bytes, keeping the token whole (a long
+    database name is shortened instead)."""
+    if len(token) != TOKEN_LENGTH:
+        raise ValueError(f"a side database's token has {TOKEN_LENGTH} characters: {token!r}")
+    suffix = f"__{purpose}_{token}"
+    head = database.encode()[: 63 - len(suffix.encode())].decode(errors="ignore")
+    return head + suffix
+
+
+def drop_side_databases(conninfo: ConnInfo, database: str, purpose: str) -> list[str]:
+    """Drop every ``<db>__<purpose>_*`` database: leftovers of runs that died. Only for a
+    caller that holds the database's lock, so no live run owns one."""
+    mark = side_name(database, purpose, "0" * TOKEN_LENGTH)[:-TOKEN_LENGTH]
+    escaped = mark.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    leftovers = list_databases(conninfo, escaped + "%")
+    for name in leftovers:
+        drop_database(conninfo, name)
+    return leftovers
 
 
 def drop_database(conninfo: ConnInfo, name: str) -> None:

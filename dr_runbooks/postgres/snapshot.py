@@ -39,6 +39,8 @@ class DatabaseSettings:
     settings: list[dict[str, Any]] = field(default_factory=list)
     grants: list[dict[str, Any]] | None = None
     extensions: dict[str, str] = field(default_factory=dict)
+    #: ``COMMENT ON DATABASE`` (pg_dump leaves it out of a single database's dump).
+    comment: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -56,6 +58,8 @@ class Snapshot:
     consistent_point: datetime
     server_version: str
     tables: list[tuple[str, str]]
+    #: Partitioned tables (``schema.table``): their count repeats their partitions' rows.
+    partitioned: list[str]
     settings: DatabaseSettings
     roles: dict[str, Any]
     conn: psycopg.Connection[Any] = field(repr=False)
@@ -86,8 +90,10 @@ class Snapshot:
         return counts
 
 
+#: Every table of the database but the system's and extensions': schema, name, and whether it
+#: is partitioned (its rows are its partitions').
 TABLES_QUERY = """
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname, c.relkind = 'p'
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -138,6 +144,7 @@ def _read_settings(conn: psycopg.Connection[Any]) -> DatabaseSettings:
         r[0]: r[1] for r in conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1")
     }
     provider = {"c": "libc", "i": "icu", "b": "builtin"}.get(row[4]) if row[4] else None
+    comment = conn.execute("SELECT shobj_description(%s, 'pg_database')", (row[8],)).fetchone()
     return DatabaseSettings(
         owner=row[0],
         encoding=row[1],
@@ -150,6 +157,7 @@ def _read_settings(conn: psycopg.Connection[Any]) -> DatabaseSettings:
         settings=settings,
         grants=grants,
         extensions=extensions,
+        comment=comment[0] if comment else None,
     )
 
 
@@ -209,7 +217,9 @@ def exported_snapshot(
             "SELECT pg_export_snapshot(), statement_timestamp(), current_setting('server_version')"
         ).fetchone()
         assert row is not None
-        tables = [(str(r[0]), str(r[1])) for r in conn.execute(TABLES_QUERY)]
+        listed = conn.execute(TABLES_QUERY).fetchall()
+        tables = [(str(r[0]), str(r[1])) for r in listed]
+        partitioned = [f"{r[0]}.{r[1]}" for r in listed if r[2]]
         settings = _read_settings(conn)
         roles = _read_roles(conn, role_passwords)
         yield Snapshot(
@@ -217,6 +227,7 @@ def exported_snapshot(
             consistent_point=row[1],
             server_version=row[2],
             tables=tables,
+            partitioned=partitioned,
             settings=settings,
             roles=roles,
             conn=conn,

@@ -29,12 +29,15 @@ How the contract in :mod:`dr_runbooks.storage.base` is kept:
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import io
 import ipaddress
 import itertools
 import os
 import re
 import secrets
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -58,13 +61,15 @@ from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ExponentialRetry
 
 from dr_runbooks.errors import (
+    AccessDenied,
     ConfigError,
     DRError,
     ObjectNotFound,
     OperationFailed,
     RepositoryNotFound,
+    StoreUnavailable,
 )
-from dr_runbooks.storage.base import ObjectInfo, Store, check_key
+from dr_runbooks.storage.base import LOCKS, Lease, ObjectInfo, Store, check_key
 
 __all__ = [
     "CONNECTION_STRING_ENV",
@@ -77,6 +82,9 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+#: A lock's blob lease lasts this long unless renewed (Azure allows 15 to 60 s); the holder
+#: renews it every third of that, so a dead holder's lock is free again within this time.
+LEASE_SECONDS = 15
 DEFAULT_BLOCK_SIZE = 8 * MiB
 #: Bytes per ranged read; the SDK's own download chunk size.
 DEFAULT_READ_SIZE = 4 * MiB
@@ -293,12 +301,13 @@ class AzureBlobStore(Store):
         self.concurrency = concurrency
         # The client's URL carries the SAS token, if any, as its query string.
         self.location = _without_query(container.url)
+        #: Whether the account ever answered: before that, an unreachable address is bad
+        #: input; after it, a failure is a storage outage mid-operation (transient).
+        self._reached = False
 
     def exists(self) -> bool:
-        try:
-            return self._container_exists()
-        except RepositoryNotFound:
-            return False
+        # Refused credentials and an unreachable account raise: they are not "no store".
+        return self._container_exists()
 
     def create(self) -> None:
         # Listing first, not creating: a SAS scoped to the container may list it but is
@@ -405,7 +414,56 @@ class AzureBlobStore(Store):
         # The default listing holds committed blobs only, never a put still in progress.
         with self._errors("listing"):
             for blob in self.container.list_blobs(name_starts_with=prefix or None):
-                yield ObjectInfo(blob.name, blob.size, blob.last_modified)
+                if not blob.name.startswith(LOCKS):  # lock blobs are not objects
+                    yield ObjectInfo(blob.name, blob.size, blob.last_modified)
+
+    def try_lock(self, name: str, holder: bytes) -> Lease | None:
+        blob = self.container.get_blob_client(self._lock_key(name))
+        with self._errors(f"taking the lock {name}"):
+            # The lock blob may be there from an earlier run: its lease decides, not the blob.
+            with contextlib.suppress(ResourceExistsError):
+                blob.upload_blob(b"", overwrite=False)
+            try:
+                lease = blob.acquire_lease(lease_duration=LEASE_SECONDS)
+            except HttpResponseError as exc:
+                if _error_code(exc) in ("LeaseAlreadyPresent", "LeaseIdMismatchWithLeaseOperation"):
+                    return None
+                raise
+            # Metadata must be ASCII: the holder's record travels base64-encoded.
+            blob.set_blob_metadata({"holder": base64.b64encode(holder).decode()}, lease=lease)
+        return _BlobLease(lease, self.location, name)
+
+    def lock_holder(self, name: str) -> bytes | None:
+        blob = self.container.get_blob_client(self._lock_key(name))
+        with self._errors(f"reading the lock {name}"):
+            try:
+                properties = blob.get_blob_properties()
+            except HttpResponseError as exc:
+                if exc.status_code == 404 and _error_code(exc) != "ContainerNotFound":
+                    return None
+                raise
+        if properties.lease.state != "leased":
+            return None
+        encoded = (properties.metadata or {}).get("holder", "")
+        return base64.b64decode(encoded) if encoded else b""
+
+    def delete_partials(self, prefix: str) -> None:
+        """Discard the uncommitted blocks of failed puts under ``prefix`` (Azure would keep
+        them for a week): a blob name with uncommitted blocks only gets an empty commit,
+        which drops them, and is deleted."""
+        with self._errors(f"removing partial uploads under {prefix}"):
+            committed = {b.name for b in self.container.list_blobs(name_starts_with=prefix)}
+            everything = self.container.list_blobs(
+                name_starts_with=prefix, include=["uncommittedblobs"]
+            )
+            for name in sorted({b.name for b in everything} - committed):
+                self.container.upload_blob(name, b"", overwrite=True)
+                self.container.delete_blob(name)
+
+    def _lock_key(self, name: str) -> str:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"invalid lock name {name!r}")
+        return check_key(f"{LOCKS}{name}")
 
     def delete(self, keys: Iterable[str]) -> None:
         names = [check_key(key) for key in keys]
@@ -463,7 +521,10 @@ class AzureBlobStore(Store):
         """Translate SDK errors raised inside into ours; ``key`` names the object read."""
         try:
             yield
+            self._reached = True
         except AzureError as exc:
+            if not isinstance(exc, ServiceRequestError):
+                self._reached = True  # it answered, if only to refuse
             # ``from None``: the SDK's own text may hold the request URL with its SAS token,
             # and Prefect logs chained exceptions in full.
             raise self._translate(exc, action, key) from None
@@ -471,9 +532,12 @@ class AzureBlobStore(Store):
     def _translate(self, exc: AzureError, action: str, key: str | None) -> DRError:
         where = self.location
         if isinstance(exc, ServiceRequestError):
-            return RepositoryNotFound(f"cannot reach {where}: {_network_reason(exc)}")
+            if not self._reached:
+                # Nothing was done yet: an address that does not answer is bad input.
+                return RepositoryNotFound(f"cannot reach {where}: {_network_reason(exc)}")
+            return StoreUnavailable(f"{action} at {where} failed: {_network_reason(exc)}")
         if isinstance(exc, ServiceResponseError):
-            return OperationFailed(
+            return StoreUnavailable(
                 f"{action} at {where} failed: the connection broke ({_network_reason(exc)})"
             )
         if not isinstance(exc, HttpResponseError):
@@ -494,7 +558,9 @@ class AzureBlobStore(Store):
         reason = _first_line(exc.reason or exc.message or "")
         detail = f"{reason} ({code or 'no error code'}, HTTP {exc.status_code})"
         if exc.status_code in (401, 403):
-            return RepositoryNotFound(f"access to {where} denied while {action}: {detail}")
+            return AccessDenied(f"access to {where} denied while {action}: {detail}")
+        if (exc.status_code or 0) >= 500 or exc.status_code in (408, 429):
+            return StoreUnavailable(f"{action} at {where} failed: {detail}")
         return OperationFailed(f"{action} at {where} failed: {detail}")
 
 
@@ -699,3 +765,35 @@ def _network_reason(exc: BaseException) -> str:
         if isinstance(reason, BaseException):
             todo.append(reason)
     return _first_line(str(exc))
+
+
+class _BlobLease(Lease):
+    """A blob lease renewed by a thread of its own every third of ``LEASE_SECONDS``; a holder
+    that dies stops renewing, and the lease lapses."""
+
+    def __init__(self, lease: Any, location: str, name: str) -> None:
+        self._lease = lease
+        self._name = f"{name} in {location}"
+        self._stop = threading.Event()
+        self._lost = False
+        self._thread = threading.Thread(target=self._renew, name="dr-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 3):
+            try:
+                self._lease.renew()
+            except AzureError:
+                self._lost = True  # another holder may take it once it lapses
+                return
+
+    def alive(self) -> bool:
+        return not self._lost and not self._stop.is_set()
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=LEASE_SECONDS)
+        with contextlib.suppress(AzureError):
+            self._lease.release()

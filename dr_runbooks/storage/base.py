@@ -15,6 +15,16 @@ manifest.json``). The contract, which every backend passes in the shared contrac
 - Only ``create`` brings the store itself (a directory, a container) into being, and only a
   backup calls it. Every other method on a store that does not exist raises
   :class:`~dr_runbooks.errors.RepositoryNotFound`.
+- ``try_lock(name, holder)`` takes a named lock, or returns None while another holder has it.
+  A lock dies with its holder: released by the returned :class:`Lease`, and without it when the
+  holder's process dies (a file lock) or stops renewing (a blob lease, within
+  ``LEASE_SECONDS``). ``lock_holder(name)`` reads what the live holder wrote. Lock files live
+  under ``.locks/``, outside every backup's folder.
+- ``delete_partials(prefix)`` removes what failed writes left under a folder and no listing
+  shows (a local hidden partial file, uncommitted Azure blocks).
+- A failure of the storage in the middle of an operation (a reset, a timeout, a 5xx) raises
+  :class:`~dr_runbooks.errors.StoreUnavailable`, which is worth a retry; refused credentials
+  raise :class:`~dr_runbooks.errors.AccessDenied`.
 
 Backends translate their own errors into these at the edge, with the location in the message
 and never a credential.
@@ -30,7 +40,10 @@ from typing import BinaryIO
 
 from dr_runbooks.errors import ObjectNotFound
 
-__all__ = ["ObjectInfo", "Store", "check_key"]
+__all__ = ["LOCKS", "Lease", "ObjectInfo", "Store", "check_key"]
+
+#: The folder of lock objects in a store.
+LOCKS = ".locks/"
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,18 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: datetime
+
+
+class Lease(ABC):
+    """A lock held in a store (see :meth:`Store.try_lock`)."""
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the lock is still held (a blob lease that could not be renewed is not)."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
 
 
 class Store(ABC):
@@ -92,6 +117,19 @@ class Store(ABC):
         except ObjectNotFound:
             return False
         return True
+
+    @abstractmethod
+    def try_lock(self, name: str, holder: bytes) -> Lease | None:
+        """Take the lock ``name``, recording ``holder``; None while another holder has it."""
+
+    @abstractmethod
+    def lock_holder(self, name: str) -> bytes | None:
+        """What the live holder of ``name`` recorded, or None when nobody holds it."""
+
+    @abstractmethod
+    def delete_partials(self, prefix: str) -> None:
+        """Remove what failed writes left under ``prefix`` that no listing shows. Only for a
+        folder whose writer is known dead (its lock is held by the caller)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"

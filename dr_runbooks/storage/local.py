@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dr_runbooks.errors import ObjectNotFound, RepositoryNotFound
-from dr_runbooks.storage.base import ObjectInfo, Store, check_key
+from dr_runbooks.storage.base import LOCKS, Lease, ObjectInfo, Store, check_key
 
 __all__ = ["LocalStore"]
 
@@ -89,6 +90,8 @@ class LocalStore(Store):
         if not start.is_dir():
             return
         for dirpath, _dirnames, filenames in os.walk(start):
+            if Path(dirpath) == self.root / LOCKS.rstrip("/"):
+                continue  # lock files are not objects
             for name in filenames:
                 if name.startswith(".") and _PARTIAL_MARK in name:
                     continue
@@ -113,6 +116,43 @@ class LocalStore(Store):
         for directory in sorted(touched, key=lambda p: len(p.parts), reverse=True):
             self._prune(directory)
 
+    def try_lock(self, name: str, holder: bytes) -> Lease | None:
+        self._require()
+        path = self._lock_path(name)
+        path.parent.mkdir(exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, holder, 0)
+        os.fsync(descriptor)
+        return _FileLease(descriptor)
+
+    def lock_holder(self, name: str) -> bytes | None:
+        self._require()
+        path = self._lock_path(name)
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return os.pread(descriptor, 1 << 16, 0)  # held: what its holder wrote
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(descriptor)
+
+    def _lock_path(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"invalid lock name {name!r}")
+        return self.root / LOCKS / f"{name}.lock"
+
     def delete_partials(self, prefix: str) -> None:
         """Remove hidden partial files a crashed ``put`` left under ``prefix``'s folder."""
         folder = self.root / prefix.rstrip("/")
@@ -129,3 +169,20 @@ class LocalStore(Store):
             except OSError:
                 return
             directory = directory.parent
+
+
+class _FileLease(Lease):
+    """An exclusive ``flock`` on a lock file: the kernel drops it when the process dies."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor: int | None = descriptor
+
+    def alive(self) -> bool:
+        return self._descriptor is not None
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            descriptor, self._descriptor = self._descriptor, None
+            with contextlib.suppress(OSError):
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+            os.close(descriptor)

@@ -57,16 +57,29 @@ class Backend:
     has_partial_data: Callable[[str], bool]
     #: Strings that must never appear in a location, a repr or a message.
     secrets: list[str] = field(default_factory=list)
+    #: Python source, run in another process, that opens the same store as ``store`` (with
+    #: the environment of :attr:`child_env`): for what must hold across processes.
+    reopen: Callable[[Store], str] = lambda store: ""
+    child_env: dict[str, str] = field(default_factory=dict)
 
 
 def _local_backend(root: Path) -> Backend:
     def has_partial_data(key: str) -> bool:
         return any(".partial-" in path.name for path in root.rglob("*") if path.is_file())
 
-    return Backend("local", lambda: LocalStore(root), has_partial_data)
+    return Backend(
+        "local",
+        lambda: LocalStore(root),
+        has_partial_data,
+        reopen=lambda store: (
+            f"from dr_runbooks.storage import LocalStore\nstore = LocalStore({str(root)!r})"
+        ),
+    )
 
 
-def _azure_backend(make_container: Callable[[], ContainerClient]) -> Backend:
+def _azure_backend(
+    make_container: Callable[[], ContainerClient], connection_string: str
+) -> Backend:
     containers: list[ContainerClient] = []
 
     def make_store() -> Store:
@@ -82,7 +95,23 @@ def _azure_backend(make_container: Callable[[], ContainerClient]) -> Backend:
             return False
         return bool(uncommitted)
 
-    return Backend("azure", make_store, has_partial_data, secrets=[ACCOUNT_KEY])
+    def reopen(store: Store) -> str:
+        name = containers[-1].container_name
+        return (
+            "import os\n"
+            "from dr_runbooks.storage.azure import AzureBlobStore, container_client_from\n"
+            "store = AzureBlobStore(container_client_from(connection_string="
+            f"os.environ['DR_TEST_CS'], container_name={name!r}))"
+        )
+
+    return Backend(
+        "azure",
+        make_store,
+        has_partial_data,
+        secrets=[ACCOUNT_KEY],
+        reopen=reopen,
+        child_env={"DR_TEST_CS": connection_string},
+    )
 
 
 @pytest.fixture(params=["local", "azure"])
@@ -90,7 +119,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "local":
         return _local_backend(tmp_path / "repository")
     # Looked up here, not declared, so local-only runs (-k local) never start Azurite.
-    return _azure_backend(request.getfixturevalue("new_container"))
+    azurite = request.getfixturevalue("azurite")
+    return _azure_backend(request.getfixturevalue("new_container"), azurite.connection_string)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from azure.storage.blob import (
 )
 
 from dr_runbooks.errors import (
+    AccessDenied,
     ConfigError,
     ObjectNotFound,
     OperationFailed,
@@ -276,6 +277,89 @@ def test_delete_removes_the_named_objects_and_ignores_missing_ones(store: Store)
     assert not store.has("pg/app/1/dump")
 
 
+def test_a_lock_is_exclusive_names_its_holder_and_is_free_again_once_released(
+    store: Store,
+) -> None:
+    lease = store.try_lock("backup-app-shop", b"run one")
+    assert lease is not None and lease.alive()
+    assert store.try_lock("backup-app-shop", b"run two") is None
+    assert store.lock_holder("backup-app-shop") == b"run one"
+    other = store.try_lock("backup-app-other", b"run three")  # another name is another lock
+    assert other is not None
+    assert keys(store) == set()  # locks are not objects
+
+    lease.release()
+    lease.release()
+
+    assert store.lock_holder("backup-app-shop") is None
+    again = store.try_lock("backup-app-shop", b"run two")
+    assert again is not None and store.lock_holder("backup-app-shop") == b"run two"
+    again.release()
+    other.release()
+
+
+@pytest.mark.slow
+def test_a_lock_dies_with_its_holder(backend: Backend, store: Store) -> None:
+    script = backend.reopen(store) + (
+        "\nlease = store.try_lock('backup-app-shop', b'the holder')"
+        "\nprint('held' if lease else 'busy', flush=True)"
+        "\nimport time; time.sleep(300)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **backend.child_env},
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        assert store.try_lock("backup-app-shop", b"me") is None
+        assert store.lock_holder("backup-app-shop") == b"the holder"
+    finally:
+        child.kill()  # kill -9: no code of the holder runs
+        child.wait()
+    deadline = time.monotonic() + 60  # a blob lease lapses within LEASE_SECONDS
+    while (lease := store.try_lock("backup-app-shop", b"me")) is None:
+        assert time.monotonic() < deadline, "the dead holder's lock was never freed"
+        time.sleep(0.5)
+    lease.release()
+
+
+@pytest.mark.slow
+def test_what_a_killed_writer_left_is_removed_on_request(backend: Backend, store: Store) -> None:
+    script = backend.reopen(store) + (
+        "\nimport time"
+        "\ndef chunks():"
+        "\n    yield b'x' * (9 * 1024 * 1024)"
+        "\n    yield b'y' * (9 * 1024 * 1024)"
+        "\n    print('written', flush=True)"
+        "\n    time.sleep(300)"
+        "\n    yield b'z'"
+        "\nstore.put('pg/app/1/data', chunks())"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **backend.child_env},
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "written"
+        deadline = time.monotonic() + 30
+        while not backend.has_partial_data("pg/app/1/data"):
+            assert time.monotonic() < deadline, "the writer never stored anything"
+            time.sleep(0.2)
+    finally:
+        child.kill()  # kill -9 mid-put: no clean-up code runs
+        child.wait()
+    assert keys(store) == set()
+
+    store.delete_partials("pg/app/1/")
+
+    assert not backend.has_partial_data("pg/app/1/data")
+    assert keys(store) == set()
+
+
 def test_every_operation_on_a_missing_store_raises_repository_not_found(
     backend: Backend, missing_store: Store
 ) -> None:
@@ -425,7 +509,11 @@ def test_azure_sas_stays_out_of_error_messages(
         _assert_no_signature(
             sas, str(raised.value), "".join(traceback.format_exception(raised.value))
         )
-        assert not store.exists()
+        if error == "denied":  # refused credentials are said so, not taken for a missing store
+            with pytest.raises(AccessDenied, match="denied"):
+                store.exists()
+        else:
+            assert not store.exists()
 
 
 @pytest.mark.slow
@@ -471,7 +559,8 @@ def test_azure_missing_credential_fails_at_once() -> None:
 
     assert time.monotonic() - started < 2
     assert credential.calls == 1  # not retried like a network failure
-    assert not store.exists()
+    with pytest.raises(RepositoryNotFound, match="cannot sign in"):
+        store.exists()  # a store we cannot sign in to is not a store that does not exist
 
 
 def test_azure_soft_delete_policy_is_read_from_the_service(
