@@ -12,7 +12,7 @@ SHARED_PREFIX ?= /opt/dr-runbooks
 SHARED_STAMP := $(SHARED_PREFIX)/.installed
 SOURCES := $(shell find cli dr_runbooks flows tasks blocks -name '*.py' 2>/dev/null)
 
-.PHONY: drill test check bench bench-physical shared-install clean
+.PHONY: drill test check bench bench-cli bench-encryption bench-physical shared-install standard-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,18 @@ node_modules/.bin/azurite-blob: package.json
 drill: $(STAMP)
 	$(BIN)/dr drill
 
+## make standard-tools: age and zstd, which restore an encrypted backup without dr-runbooks
+## (docs/encryption.md; its test runs them). Installed with apt-get where this runs as root;
+## elsewhere that test is skipped, saying why.
+standard-tools:
+	@if command -v age >/dev/null && command -v zstd >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age zstd \
+			|| echo "could not install age and zstd: the standard-tools restore test will skip"; \
+	else echo "age and zstd are not installed: the standard-tools restore test will skip"; fi
+
 ## make test: the whole test suite against real PostgreSQL, Azurite and a Prefect test server
-test: $(STAMP) node_modules/.bin/azurite-blob $(SHARED_STAMP)
+test: $(STAMP) node_modules/.bin/azurite-blob $(SHARED_STAMP) standard-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make check: ruff, mypy and the layer contracts (import-linter)
@@ -53,7 +63,15 @@ check: $(STAMP)
 bench: $(STAMP) node_modules/.bin/azurite-blob
 	$(BIN)/python bench/postgres_backup.py
 
-## make bench-physical: physical restore and WAL archiving against the plan (~1 GB; ~15 minutes)
+## make bench-encryption: backup and restore with and without age encryption (~1 GB; ~15 minutes)
+bench-encryption: $(STAMP) node_modules/.bin/azurite-blob
+	$(BIN)/python bench/encryption.py --rounds 3
+
+## make bench-cli: the fixed cost of a dr command without a configured Prefect server
+bench-cli: $(STAMP)
+	$(BIN)/python bench/cli_overhead.py --repeat 5
+
+## make bench-physical: physical restore, WAL archiving and RPO against the plan (~1 GB; ~25 minutes)
 bench-physical: $(STAMP) node_modules/.bin/azurite-blob $(SHARED_STAMP)
 	$(BIN)/python bench/physical_restore.py
 

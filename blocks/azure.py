@@ -21,8 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prefect.blocks.core import Block
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from blocks.fields import OptionalSecret
 from dr_runbooks.redaction import register_secret
 
 __all__ = ["AzureCredentials", "AzureSite"]
@@ -51,7 +52,7 @@ class AzureCredentials(Block):
     client_id: str | None = Field(
         default=None, description="Application (client) id of a service principal."
     )
-    client_secret: SecretStr | None = Field(
+    client_secret: OptionalSecret = Field(
         default=None, description="The service principal's secret; empty: DefaultAzureCredential."
     )
     managed_identity_client_id: str | None = Field(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
+from blocks.fields import OptionalSecret
 from dr_runbooks.errors import BadInput
 from dr_runbooks.mongo.connection import SYSTEM_DATABASES, MongoConnInfo, check_database_name
 from dr_runbooks.redaction import register_secret
@@ -25,7 +26,7 @@ class MongoDatabase(Block):
     _block_type_slug = "dr-mongo-database"
     _description = "Connection to a MongoDB server protected by dr-runbooks."
 
-    uri: SecretStr | None = Field(
+    uri: OptionalSecret = Field(
         default=None,
         description="MongoDB URI, e.g. mongodb://admin:PASSWORD@db.internal:27017/"
         "?replicaSet=rs0&authSource=admin. Use this or the fields below, not both.",
@@ -35,7 +36,7 @@ class MongoDatabase(Block):
     )
     port: int | None = Field(default=None, description="Port (default 27017).")
     user: str | None = Field(default=None, description="User to authenticate as.")
-    password: SecretStr | None = Field(default=None, description="The user's password.")
+    password: OptionalSecret = Field(default=None, description="The user's password.")
     auth_source: str | None = Field(
         default=None, description="Database the user is defined in (usually admin)."
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
+from blocks.fields import OptionalSecret
 from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.redaction import register_secret
 
@@ -24,7 +25,7 @@ class PostgresDatabase(Block):
     _block_type_slug = "dr-postgres-database"
     _description = "Connection to a PostgreSQL database protected by dr-runbooks."
 
-    dsn: SecretStr | None = Field(
+    dsn: OptionalSecret = Field(
         default=None,
         description="libpq DSN or URI, e.g. postgresql://app@db.internal:5432/shop. "
         "Use this or the fields below, not both.",
@@ -32,7 +33,7 @@ class PostgresDatabase(Block):
     host: str | None = Field(default=None, description="Host name, IP, or Unix socket directory.")
     port: int | None = Field(default=None, description="Port (default 5432).")
     user: str | None = Field(default=None, description="Role to connect as.")
-    password: SecretStr | None = Field(default=None, description="The role's password.")
+    password: OptionalSecret = Field(default=None, description="The role's password.")
     dbname: str | None = Field(default=None, description="Database to back up or restore.")
     sslmode: str | None = Field(
         default=None, description="libpq sslmode: disable, require, verify-full…"

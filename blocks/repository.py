@@ -7,8 +7,9 @@ Both produce a :class:`~dr_runbooks.repository.Repository` over a
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
+from blocks.fields import OptionalSecret, Recipients
 from dr_runbooks.redaction import register_secret
 from dr_runbooks.repository import Repository
 from dr_runbooks.storage import LocalStore
@@ -26,10 +27,19 @@ class LocalBackupRepository(Block):
     path: str = Field(description="Directory that holds the backups.")
     retention_days: int = Field(default=7, ge=0, description="Delete backups older than this.")
     min_keep: int = Field(default=3, ge=1, description="Never keep fewer complete backups.")
+    encrypt_to: Recipients = Field(
+        default=[],
+        description="age recipients (age1…) new backups are encrypted to; empty: stored in clear. "
+        "Restores need one matching identity (`dr keys`).",
+    )
 
     def get_repository(self, name: str = "") -> Repository:
         return Repository(
-            LocalStore(self.path), name or self.path, self.retention_days, self.min_keep
+            LocalStore(self.path),
+            name or self.path,
+            self.retention_days,
+            self.min_keep,
+            encrypt_to=self.encrypt_to,
         )
 
 
@@ -44,15 +54,20 @@ class AzureBackupRepository(Block):
     _block_type_slug = "dr-azure-backup-repository"
 
     container: str = Field(description="Blob container name, e.g. postgres-backups.")
-    connection_string: SecretStr | None = Field(
+    connection_string: OptionalSecret = Field(
         default=None, description="Storage account connection string."
     )
     account_url: str | None = Field(
         default=None, description="https://ACCOUNT.blob.core.windows.net"
     )
-    sas_token: SecretStr | None = Field(default=None, description="SAS token for account_url.")
+    sas_token: OptionalSecret = Field(default=None, description="SAS token for account_url.")
     retention_days: int = Field(default=30, ge=0, description="Delete backups older than this.")
     min_keep: int = Field(default=3, ge=1, description="Never keep fewer complete backups.")
+    encrypt_to: Recipients = Field(
+        default=[],
+        description="age recipients (age1…) new backups are encrypted to; empty: stored in clear. "
+        "Restores need one matching identity (`dr keys`).",
+    )
 
     @model_validator(mode="after")
     def _one_credential(self) -> AzureBackupRepository:
@@ -81,4 +96,10 @@ class AzureBackupRepository(Block):
         from dr_runbooks.storage.azure import AzureBlobStore
 
         store = AzureBlobStore(self.get_container_client())
-        return Repository(store, name or store.location, self.retention_days, self.min_keep)
+        return Repository(
+            store,
+            name or store.location,
+            self.retention_days,
+            self.min_keep,
+            encrypt_to=self.encrypt_to,
+        )

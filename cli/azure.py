@@ -21,6 +21,7 @@ from dr_runbooks.config import SystemConfig
 from dr_runbooks.errors import ConfigError
 from dr_runbooks.repository import parse_time
 from dr_runbooks.text import human_duration
+from flows.parameters import given
 
 __all__ = ["breach_cmd", "failback_cmd", "failover_cmd"]
 
@@ -97,13 +98,15 @@ def failover_cmd(
         )
     result = run_flow(
         lambda: region_failover(
-            system=system,
-            restore_time=restore_time,
-            target_server=target_server,
-            health_timeout_seconds=health_timeout,
-            dry_run=dry_run,
-            approved=True,
-            config_path=opts.config,
+            **given(
+                system=system,
+                restore_time=restore_time,
+                target_server=target_server,
+                health_timeout_seconds=health_timeout,
+                dry_run=dry_run,
+                approved=True,
+                config_path=opts.config,
+            )
         ),
         json_output,
         f"failing {system} over",
@@ -137,13 +140,15 @@ def failback_cmd(
         )
     result = run_flow(
         lambda: region_failback(
-            system=system,
-            target_server=target_server,
-            restore_time=restore_time,
-            health_timeout_seconds=health_timeout,
-            dry_run=dry_run,
-            approved=True,
-            config_path=opts.config,
+            **given(
+                system=system,
+                target_server=target_server,
+                restore_time=restore_time,
+                health_timeout_seconds=health_timeout,
+                dry_run=dry_run,
+                approved=True,
+                config_path=opts.config,
+            )
         ),
         json_output,
         f"failing {system} back",
@@ -193,15 +198,17 @@ def breach_cmd(
         confirm("a breach response changes production", f"[bold]{system}[/]: {steps}{tail}")
     result = run_flow(
         lambda: security_breach(
-            system=system,
-            breach_time=breach_time,
-            known_good=known_good,
-            restore=not no_restore,
-            rotate=not no_rotate,
-            resume="now" if resume else "later",
-            dry_run=dry_run,
-            approved=True,
-            config_path=opts.config,
+            **given(
+                system=system,
+                breach_time=breach_time,
+                known_good=known_good,
+                restore=not no_restore,
+                rotate=not no_rotate,
+                resume="now" if resume else "later",
+                dry_run=dry_run,
+                approved=True,
+                config_path=opts.config,
+            )
         ),
         json_output,
         f"responding to a breach of {system}",

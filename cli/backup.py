@@ -12,6 +12,7 @@ from cli.common import (
     BLOCKS,
     DatabaseOpt,
     DsnOpt,
+    EncryptToOpt,
     JsonOpt,
     SystemOpt,
     UriOpt,
@@ -23,10 +24,12 @@ from cli.common import (
     out,
     run_flow,
 )
+from cli.physical import physical_backup
 from dr_runbooks.errors import BadInput
 from dr_runbooks.mongo.connection import MongoConnInfo
 from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.targets import resolve_target
+from flows.parameters import given
 
 __all__ = ["app"]
 
@@ -52,6 +55,7 @@ class _Request:
     kind: str
     no_retention: bool
     json_output: bool
+    encrypt_to: tuple[str, ...] = ()
 
 
 def _backup(
@@ -72,17 +76,21 @@ def _backup(
         request.database,
         repositories,
         BLOCKS,
+        encrypt_to=list(request.encrypt_to),
     )
     results = run_flow(
         lambda: flow(
-            system=target.system,
-            database=request.database,
-            connection=connection,
-            repositories=repositories,
-            kind=request.kind,
-            retention=not request.no_retention,
-            config_path=opts.config,
-            **engine_options,
+            **given(
+                system=target.system,
+                database=request.database,
+                connection=connection,
+                repositories=repositories,
+                kind=request.kind,
+                retention=not request.no_retention,
+                config_path=opts.config,
+                encrypt_to=list(request.encrypt_to) or None,
+                **engine_options,
+            )
         ),
         request.json_output,
         f"backing up {target.system}",
@@ -107,12 +115,34 @@ def backup_postgres_cmd(
     kind: str = KindOpt,
     no_retention: bool = NoRetentionOpt,
     json_output: bool = JsonOpt,
+    encrypt_to: list[str] = EncryptToOpt,
+    physical: bool = typer.Option(
+        False,
+        "--physical",
+        help="A base backup of the whole cluster (pg_basebackup; WAL archived by dr wal push) "
+        "for point-in-time recovery, instead of a dump.",
+    ),
+    incremental: bool = typer.Option(
+        False,
+        "--incremental",
+        help="With --physical: against the newest base backup (PostgreSQL 17+, "
+        "summarize_wal = on).",
+    ),
 ) -> None:
-    """Back up PostgreSQL databases now."""
+    """Back up PostgreSQL databases now (a dump), or the whole cluster (--physical)."""
     from flows.backup_postgres import backup_postgres
 
+    if incremental and not physical:
+        raise BadInput("--incremental is for --physical base backups")
+    if physical:
+        if database or kind != "manual":
+            raise BadInput(
+                "--physical backs up the whole cluster: --database and --kind do not apply"
+            )
+        physical_backup(system, dsn, repo, incremental, not no_retention, encrypt_to, json_output)
+        return
     connection = handoff("DR_CLI_DSN", dsn, ConnInfo.from_dsn)
-    request = _Request(system, database, repo, kind, no_retention, json_output)
+    request = _Request(system, database, repo, kind, no_retention, json_output, tuple(encrypt_to))
     rows = _backup("postgres", backup_postgres, connection, request)
     for r in rows or []:
         out.print(
@@ -133,6 +163,7 @@ def backup_mongodb_cmd(
     kind: str = KindOpt,
     no_retention: bool = NoRetentionOpt,
     json_output: bool = JsonOpt,
+    encrypt_to: list[str] = EncryptToOpt,
 ) -> None:
     """Back up MongoDB databases now."""
     from flows.backup_mongodb import backup_mongodb
@@ -140,7 +171,7 @@ def backup_mongodb_cmd(
     if engine not in ("auto", "native", "tools"):
         raise BadInput(f"unknown engine {engine!r} (auto, native or tools)")
     connection = handoff("DR_CLI_MONGODB_URI", uri, MongoConnInfo.from_uri)
-    request = _Request(system, database, repo, kind, no_retention, json_output)
+    request = _Request(system, database, repo, kind, no_retention, json_output, tuple(encrypt_to))
     rows = _backup("mongodb", backup_mongodb, connection, request, engine=engine)
     for r in rows or []:
         out.print(

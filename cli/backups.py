@@ -9,9 +9,16 @@ import typer
 from rich.table import Table
 
 from cli.common import BLOCKS, DatabaseOpt, JsonOpt, SystemOpt, config, confirm, emit, out
+from cli.physical import (
+    base_backup_rows,
+    physical_prune_plans,
+    physical_prune_rows,
+    print_windows,
+)
 from dr_runbooks.errors import BackupNotFound, BadInput
 from dr_runbooks.repository import Repository
 from dr_runbooks.targets import repositories_for, repository_from_spec
+from dr_runbooks.text import human_size
 
 __all__ = ["app"]
 
@@ -39,8 +46,15 @@ def backups_list_cmd(
     database: str | None = DatabaseOpt,
     json_output: bool = JsonOpt,
 ) -> None:
-    """List complete backups, newest consistent point first."""
+    """List complete backups, newest consistent point first; base backups of physical systems
+    with their recovery window."""
     repos = _repositories(repo, system)
+    loaded = config()
+    physical = (
+        [system]
+        if system
+        else sorted(n for n, s in loaded.systems.items() if s.engine == "postgres" and s.physical)
+    )
     rows = []
     for repository in repos:
         if not repository.store.exists():
@@ -49,24 +63,40 @@ def backups_list_cmd(
             continue
         for backup in repository.backups(engine, system, database):
             rows.append({**backup.summary(), "repository": repository.name})
+        if engine == "postgres" and not database:
+            rows += base_backup_rows(repository, physical)
     if json_output:
         emit(rows, True)
         return
-    table = Table(
-        "id", "system", "database", "consistent point (UTC)", "size", "kind", "repository"
-    )
+    # Ids are what people copy: never cut one. Narrow terminals lose columns instead, the
+    # least needed first, and what remains folds.
+    columns = ["id", "consistent point (UTC)", "size", "kind", "database", "system", "repository"]
+    widest_id = max((len(row["id"]) for row in rows), default=2)
+    budget = out.width - widest_id - 3
+    while len(columns) > 3 and budget < 18 * (len(columns) - 1):
+        columns.pop()
+    table = Table()
+    for column in columns:
+        if column == "id":
+            table.add_column("id", no_wrap=True, min_width=widest_id)
+        else:
+            table.add_column(column, overflow="fold")
     for row in rows:
         point = row["consistent_point"][:19].replace("T", " ")
-        table.add_row(
-            row["id"],
-            row["system"],
-            row["database"],
-            f"[red]{point} (in the future)[/]" if row["clock_skew"] else point,
-            f"{row['size']:,}",
-            f"[red]{row['kind']}[/]" if row["problem"] else row["kind"],
-            row["repository"],
-        )
+        cells = {
+            "id": row["id"],
+            "system": row["system"],
+            "database": row["database"],
+            "consistent point (UTC)": f"[red]{point} (in the future)[/]"
+            if row["clock_skew"]
+            else point,
+            "size": human_size(row["size"]),
+            "kind": f"[red]{row['kind']}[/]" if row["problem"] else row["kind"],
+            "repository": row["repository"],
+        }
+        table.add_row(*(cells[c] for c in columns))
     out.print(table if rows else "no backups")
+    print_windows(rows)
     for row in rows:
         if row["problem"]:
             out.print(f"[red]damaged[/] {row['id']}: {row['problem']}", markup=True)
@@ -108,21 +138,30 @@ def backups_prune_cmd(
             plans.append((repository, name, plan))
     doomed = [(r, b) for r, _, p in plans for b in p.delete]
     abandoned = [(r, prefix) for r in repos for prefix in r.abandoned(engine)]
-    if doomed and not dry_run and not yes:
+    physical = physical_prune_plans(repos, system) if engine == "postgres" and not database else []
+    physical_rows = physical_prune_rows(physical, dry_run)
+    if (doomed or physical_rows) and not dry_run and not yes:
         confirm(
             "prune deletes backups",
             "\n".join(
-                f"delete {backup.id} ({backup.consistent_point:%Y-%m-%d %H:%M} UTC) "
-                f"from {repository.name}"
-                for repository, backup in doomed
+                [
+                    f"delete {backup.id} ({backup.consistent_point:%Y-%m-%d %H:%M} UTC) "
+                    f"from {repository.name}"
+                    for repository, backup in doomed
+                ]
+                + [f"{row['action']}: {row['backup_id']}" for row in physical_rows]
             ),
-            f"Delete {len(doomed)} backup(s)?",
+            f"Delete {len(doomed) + len(physical_rows)} backup(s) or WAL ranges?",
         )
+    protected = [(r, b, reason) for r, _, p in plans for b, reason in p.protected]
     if not dry_run:
-        for repository, backup in doomed:
-            repository.delete_backup(backup)
+        for repository, backup in list(doomed):
+            if reason := repository.delete_backup(backup):
+                doomed.remove((repository, backup))
+                protected.append((repository, backup, reason))
         for repository, prefix in abandoned:
             repository.abort(prefix)
+        _apply_physical(physical, system)
     rows = [
         {
             "repository": r.name,
@@ -169,13 +208,37 @@ def backups_prune_cmd(
         for r, _, p in plans
         for b in p.skewed
     ]
-    kept = sum(len(p.keep) for _, _, p in plans)
+    rows += [
+        {
+            "repository": r.name,
+            "backup_id": b.id,
+            "database": b.database,
+            "consistent_point": b.consistent_point.isoformat(),
+            "legacy": b.legacy,
+            "action": f"left alone: the store protects it ({reason})",
+        }
+        for r, b, reason in protected
+    ]
+    rows += physical_rows
+    kept = sum(len(p.keep) for _, _, p in plans) + sum(len(p.keep) for _, p in physical)
     if json_output:
         emit({"kept": kept, "changes": rows, "dry_run": dry_run}, True)
         return
     for row in rows:
         out.print(f"{row['action']} {row['backup_id']} in {row['repository']}")
     out.print(f"kept {kept} backup(s)" + (" (dry run: nothing deleted)" if dry_run else ""))
+
+
+def _apply_physical(plans: list[tuple[Repository, Any]], system: str) -> None:
+    """Delete what physical retention planned, holding the lock of the system's base backups
+    (an incremental being taken must not lose its parent meanwhile)."""
+    from dr_runbooks.locks import Holder, base_backups_lock, hold
+    from dr_runbooks.postgres.pitr import apply_physical_retention
+
+    for repository, plan in plans:
+        lock = base_backups_lock(repository, system)
+        with hold([lock], Holder(flow="dr backups prune", run_id=None), timeout_seconds=60):
+            apply_physical_retention(repository, plan)
 
 
 def _from_manifest(backup: Any, repository: str) -> dict[str, Any]:

@@ -3,12 +3,16 @@ bars, output, and handing an ad-hoc connection to a flow without putting it in a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -26,16 +30,20 @@ from rich.table import Table
 
 from dr_runbooks import progress
 from dr_runbooks.config import Config, load_config
+from dr_runbooks.crypto import IDENTITY_FILE_ENV
 from dr_runbooks.errors import BadInput
-from dr_runbooks.redaction import install_log_redaction
+from dr_runbooks.redaction import install_log_redaction, redact
 from dr_runbooks.repository import Repository
 from dr_runbooks.targets import Connection
 from dr_runbooks.text import human_duration
 
 __all__ = [
     "BLOCKS",
+    "SECRETS",
     "DatabaseOpt",
     "DsnOpt",
+    "EncryptToOpt",
+    "IdentityOpt",
     "JsonOpt",
     "SystemOpt",
     "UriOpt",
@@ -50,6 +58,7 @@ __all__ = [
     "prepare_prefect",
     "print_restore",
     "run_flow",
+    "use_identity",
 ]
 
 err = Console(stderr=True)
@@ -108,17 +117,66 @@ UriOpt = typer.Option(
 )
 
 
+# -- encryption
+
+
+IdentityOpt = typer.Option(
+    None,
+    "--identity",
+    help=f"age identity file that decrypts encrypted backups (or {IDENTITY_FILE_ENV}).",
+)
+EncryptToOpt = typer.Option(
+    [],
+    "--encrypt-to",
+    help="Also encrypt to this age recipient (age1…, a public key; repeatable).",
+)
+
+
+def use_identity(path: str | None) -> None:
+    """``--identity FILE``: checked now, then read where a backup needs it, through the
+    environment of this process (the flows run in it); the file's content never travels."""
+    if path is None:
+        return
+    location = Path(path).expanduser()
+    if not location.is_file() or not os.access(location, os.R_OK):
+        raise BadInput(f"cannot read identity file {path}")
+    os.environ[IDENTITY_FILE_ENV] = str(location.absolute())
+
+
+class _Secrets:
+    """Prefect Secret blocks and Key Vault for identities, imported only when a backup needs
+    one (importing Prefect costs a second that most commands need not pay)."""
+
+    def prefect_secret(self, block: str) -> str:
+        from blocks.age import AGE_SECRETS
+
+        return AGE_SECRETS.prefect_secret(block)
+
+    def key_vault_secret(self, secret: str, vault_url: str | None, site: str | None) -> str:
+        from blocks.age import AGE_SECRETS
+
+        return AGE_SECRETS.key_vault_secret(secret, vault_url, site)
+
+
+SECRETS = _Secrets()
+
+
 # -- the Prefect API --------------------------------------------------------------------------
 
 
 class _Prefect:
-    local_server: Any = None
+    server: Any = None
     settings = ExitStack()
 
 
+#: The flags that make ``dr restore postgres`` a point-in-time recovery.
+_PITR_FLAGS = ("--at", "--at-lsn", "--at-name")
+
+
 def prepare_prefect(argv: list[str]) -> None:
-    """Make Prefect usable offline: a temporary local server when none is configured or the
-    configured one does not answer (a disaster may have taken it)."""
+    """Make Prefect usable offline: a local server (shared with the commands that follow, see
+    :mod:`cli.prefect_server`) when none is configured or the configured one does not answer
+    (a disaster may have taken it)."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not opts.debug:
@@ -128,29 +186,31 @@ def prepare_prefect(argv: list[str]) -> None:
     words = [a for a in argv if not a.startswith("-")]
     if not words or words[0] not in FLOW_COMMANDS or "--help" in argv:
         return
+    if words[0] == "restore" and any(a.split("=")[0] in _PITR_FLAGS for a in argv):
+        return  # a point-in-time recovery runs without Prefect (cli/physical.py)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from cli.prefect_server import LocalServer, is_healthy
+    from cli.prefect_server import SharedServer, is_healthy
 
     api = PREFECT_API_URL.value()
     if api and is_healthy(api):
         return
     if api:
         err.print(
-            f"Prefect API {api} does not answer; running with a temporary local server",
+            f"Prefect API {api} does not answer; running with a local server",
             style="yellow",
         )
-    _Prefect.local_server = LocalServer()
-    url = _Prefect.local_server.start()
+    _Prefect.server = SharedServer()
+    url = _Prefect.server.url()
     os.environ["PREFECT_API_URL"] = url
     _Prefect.settings.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
 
 
 def await_prefect() -> None:
-    """Wait for the temporary server, if this process started one."""
-    if _Prefect.local_server is not None:
+    """Wait for the local server, if this command started it."""
+    if _Prefect.server is not None:
         timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
-        _Prefect.local_server.wait(timeout)
+        _Prefect.server.wait(timeout)
 
 
 # -- running flows ----------------------------------------------------------------------------
@@ -181,13 +241,85 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
         yield
 
 
+_RETRY = re.compile(
+    r"failed with \w+: (?P<error>.*) - Retry (?P<n>\d+)/(?P<of>\d+) will start (?P<when>.*)$"
+)
+_OURS = re.compile(r"^(?P<head>\w+: attempt \d+ of \d+ failed)(?P<tail>: .*; retrying .*)$")
+_REPR = re.compile(r"^\w+\((?P<q>['\"])(?P<text>.*)(?P=q)\)$", re.DOTALL)
+
+
+class _RetryNotices(logging.Handler):
+    """Say on stderr when a step's attempt failed and will be retried: without it a retried
+    step looks like a silent stall (the console shows none of Prefect's logs). Reads the
+    message as logged (redacted: the filters on Prefect's loggers run first)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # a notice must never break the run
+            self._notice(record)
+
+    def _notice(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        ours = _OURS.search(message)
+        if ours is not None:  # the skeleton's own retries (taking a lock) say it this way
+            err.print(f"[yellow]{ours['head']}[/]{ours['tail']}", highlight=False)
+            return
+        match = _RETRY.search(message)
+        if match is None:
+            return
+        error = match["error"]
+        inner = _REPR.match(error)
+        reason = (inner["text"] if inner else error).splitlines()[0]
+        when = match["when"]
+        delay = f"in {when.removesuffix(' from now')}" if "second" in when else when
+        step = getattr(record, "task_run_name", "a step")
+        err.print(
+            f"[yellow]{step}: attempt {match['n']} of {int(match['of']) + 1} failed[/]: "
+            f"{redact(reason)}; retrying {delay}",
+            highlight=False,
+        )
+
+
+@contextmanager
+def _retry_notices(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    handler = _RetryNotices(logging.INFO)
+    loggers = [logging.getLogger(name) for name in ("prefect.task_runs", "prefect.flow_runs")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
 def run_flow(call: Callable[[], T], json_output: bool, status: str) -> T:
-    """Run a flow with a spinner and progress bars on stderr (none with ``--json``)."""
+    """Run a flow with a spinner, progress bars and retry notices on stderr (none with
+    ``--json``)."""
     install_log_redaction()
     await_prefect()
+    _name_the_launcher()
     spinner = err.status(status) if not json_output else nullcontext()
-    with _progress_bars(not json_output), spinner:
+    with _progress_bars(not json_output), _retry_notices(not json_output), spinner:
         return call()
+
+
+def _name_the_launcher() -> None:
+    """Who launched the run, for its record: ``user@host: dr restore postgres``."""
+    import getpass
+    import socket
+
+    try:
+        from typer._click.globals import get_current_context  # typer's own copy of click
+    except ImportError:
+        from click import get_current_context  # type: ignore[no-redef]
+
+    context = get_current_context(silent=True)
+    if context is not None and "DR_LAUNCHED_BY" not in os.environ:
+        command = context.command_path.replace(context.find_root().info_name or "dr", "dr", 1)
+        os.environ["DR_LAUNCHED_BY"] = f"{getpass.getuser()}@{socket.gethostname()}: {command}"
 
 
 def emit(data: Any, json_output: bool) -> None:

@@ -26,7 +26,7 @@ _app: typer.Typer | None = None
 def _build_app() -> typer.Typer:
     import typer
 
-    from cli import azure, backup, backups, restore, serve, status
+    from cli import azure, backup, backups, escalation, keys, restore, runs, serve, server, status
     from cli.common import opts
 
     app = typer.Typer(
@@ -37,10 +37,15 @@ def _build_app() -> typer.Typer:
     app.add_typer(backup.app, name="backup")
     app.add_typer(restore.app, name="restore")
     app.add_typer(backups.app, name="backups")
+    backups.app.command("rekey")(keys.rekey_cmd)
     app.command("status")(status.status_cmd)
     app.command("verify")(status.verify_cmd)
     app.command("serve")(serve.serve_cmd)
     app.command("drill")(serve.drill_cmd)
+    app.add_typer(runs.app, name="runs")
+    app.command("postmortem")(runs.postmortem_cmd)
+    app.add_typer(escalation.app, name="escalation")
+    app.add_typer(server.app, name="server")
     app.command("failover")(azure.failover_cmd)
     app.command("failback")(azure.failback_cmd)
     app.command("breach")(azure.breach_cmd)

@@ -9,10 +9,13 @@ from typing import Any
 
 import typer
 
+from cli import physical
 from cli.common import (
     BLOCKS,
+    SECRETS,
     DatabaseOpt,
     DsnOpt,
+    IdentityOpt,
     JsonOpt,
     SystemOpt,
     UriOpt,
@@ -24,12 +27,14 @@ from cli.common import (
     opts,
     print_restore,
     run_flow,
+    use_identity,
 )
 from dr_runbooks.errors import BadInput
 from dr_runbooks.mongo.connection import MongoConnInfo
 from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.repository import Backup, parse_time
 from dr_runbooks.targets import Target, resolve_target
+from flows.parameters import given
 
 __all__ = ["app"]
 
@@ -53,7 +58,14 @@ def _resolve(
     repo: str | None,
 ) -> tuple[Target, str]:
     target = resolve_target(
-        config(), engine, system, connection, database, [repo] if repo else None, blocks=BLOCKS
+        config(),
+        engine,
+        system,
+        connection,
+        database,
+        [repo] if repo else None,
+        blocks=BLOCKS,
+        secrets=SECRETS,
     )
     if not target.databases:
         raise BadInput("name the database to restore (--database)")
@@ -68,10 +80,13 @@ def _cutoff(backup_id: str | None, before: str | None) -> datetime | None:
 
 
 def _choose(target: Target, name: str, backup_id: str | None, cutoff: datetime | None) -> Backup:
-    """The backup the flow will restore, chosen here so the confirmation can name it."""
-    return target.primary.find(
+    """The backup the flow will restore, chosen here so the confirmation can name it; an
+    encrypted one only with an identity that decrypts it."""
+    backup = target.primary.find(
         target.engine, target.system, name, backup_id=backup_id, before=cutoff
     )
+    target.primary.identity_for(backup)
+    return backup
 
 
 def _describe(backup: Backup) -> str:
@@ -91,18 +106,18 @@ def _flow_options(
 ) -> dict[str, Any]:
     """The parameters both database-failure runbooks take, from the command's options; the
     CLI approves in advance (the person confirmed at the prompt, or passed ``--yes``)."""
-    return {
-        "system": target.system,
-        "database": name,
-        "connection": connection,
-        "repository": handoff_repositories([repo])[0] if repo else None,
-        "backup_id": backup.id if backup else None,
-        "health_url": health_url,
-        "keep_old": not drop_old,
-        "dry_run": dry_run,
-        "approved": True,
-        "config_path": opts.config,
-    }
+    return given(
+        system=target.system,
+        database=name,
+        connection=connection,
+        repository=handoff_repositories([repo])[0] if repo else None,
+        backup_id=backup.id if backup else None,
+        health_url=health_url,
+        keep_old=not drop_old,
+        dry_run=dry_run,
+        approved=True,
+        config_path=opts.config,
+    )
 
 
 def _finish(result: dict[str, Any], json_output: bool, name: str, summary: str) -> None:
@@ -126,10 +141,57 @@ def restore_postgres_cmd(
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
     json_output: bool = JsonOpt,
+    identity: str | None = IdentityOpt,
+    at: str | None = physical.AtOpt,
+    at_lsn: str | None = physical.AtLsnOpt,
+    at_name: str | None = physical.AtNameOpt,
+    pgdata: str | None = physical.PgdataOpt,
+    start: bool = physical.StartOpt,
+    port: int | None = physical.PortOpt,
+    os_user: str | None = physical.OsUserOpt,
+    timeline: int | None = physical.TimelineOpt,
+    archive: bool = physical.ArchiveOpt,
 ) -> None:
-    """Restore a PostgreSQL database (Scenario 1: database failure)."""
+    """Restore a PostgreSQL database (Scenario 1: database failure), or recover the whole
+    cluster to a point in time into a new data directory (--at, --at-lsn, --at-name)."""
     from flows.database_failure import database_failure
 
+    use_identity(identity)
+    if at or at_lsn or at_name:
+        logical = {
+            "--dsn": dsn,
+            "--database": database,
+            "--backup-id": backup_id,
+            "--before": before,
+            "--checks": checks,
+            "--health-url": health_url,
+            "--drop-old": drop_old,
+            "--dry-run": dry_run,
+        }
+        if given_flags := [flag for flag, value in logical.items() if value]:
+            raise BadInput(
+                "a point-in-time recovery builds a new cluster from base backups and WAL: "
+                f"{', '.join(given_flags)} do not apply"
+            )
+        physical.restore_at(
+            system,
+            repo,
+            at,
+            at_lsn,
+            at_name,
+            pgdata,
+            start,
+            port,
+            os_user,
+            timeline,
+            archive,
+            json_output,
+        )
+        return
+    if pgdata or start or port or os_user or timeline or archive:
+        raise BadInput(
+            "--pgdata, --start, --port, --os-user, --timeline and --archive go with --at"
+        )
     cutoff = _cutoff(backup_id, before)
     if checks and not os.path.isfile(checks):
         raise BadInput(f"checks file not found: {checks}")
@@ -145,7 +207,7 @@ def restore_postgres_cmd(
         )
     options = _flow_options(target, name, connection, repo, backup, health_url, drop_old, dry_run)
     result = run_flow(
-        lambda: database_failure(**options, checks_file=checks),
+        lambda: database_failure(**options, **given(checks_file=checks)),
         json_output,
         f"restoring {name}",
     )
@@ -175,10 +237,12 @@ def restore_mongodb_cmd(
     dry_run: bool = DryRunOpt,
     yes: bool = YesOpt,
     json_output: bool = JsonOpt,
+    identity: str | None = IdentityOpt,
 ) -> None:
     """Restore a MongoDB database (Scenario 1: database failure)."""
     from flows.database_failure_mongodb import database_failure_mongodb
 
+    use_identity(identity)
     cutoff = _cutoff(backup_id, before)
     if source_path and (backup_id or cutoff):
         raise BadInput("give --from or a backup (--backup-id, --before), not both")
@@ -199,8 +263,7 @@ def restore_mongodb_cmd(
     result = run_flow(
         lambda: database_failure_mongodb(
             **options,
-            source_path=source_path,
-            source_database=source_database,
+            **given(source_path=source_path, source_database=source_database),
             replay_oplog=not no_oplog,
         ),
         json_output,

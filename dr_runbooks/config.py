@@ -10,6 +10,7 @@ Durations are written ``30s``, ``15m``, ``4h``, ``7d`` or ``0``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from datetime import timedelta
@@ -19,16 +20,28 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from dr_runbooks.errors import ConfigError
+from dr_runbooks.errors import BadInput, ConfigError
 
 __all__ = [
+    "SCENARIO_FLOWS",
     "BreachConfig",
     "Config",
     "ConnectionConfig",
+    "DrillsConfig",
+    "EscalationConfig",
+    "EscalationLevel",
+    "IdentityConfig",
+    "IntegrationTestConfig",
+    "IntegrityCheck",
+    "IntegrityConfig",
     "MongoUserRotation",
     "Objectives",
+    "PerformanceConfig",
     "RepositoryConfig",
     "RoleRotation",
+    "RunsConfig",
+    "SandboxConfig",
+    "SandboxServer",
     "SitesConfig",
     "SystemConfig",
     "find_config",
@@ -84,6 +97,36 @@ class Objectives(_Strict):
         return self.rto.critical if tier == "critical" else self.rto.non_critical
 
 
+class IdentityConfig(_Strict):
+    """Where the age identity that decrypts a repository's backups is kept (never this
+    file): tried after ``DR_AGE_IDENTITY_FILE``, in this order."""
+
+    file: str | None = Field(
+        None, description="An identity file (age-keygen -o); relative to dr.yaml"
+    )
+    secret_block: str | None = Field(None, description="A Prefect Secret block holding it")
+    key_vault_secret: str | None = Field(None, description="A Key Vault secret holding it")
+    key_vault_url: str | None = Field(
+        None, description="The vault of key_vault_secret (signed in with DefaultAzureCredential)"
+    )
+    key_vault_site: str | None = Field(
+        None, description="Or an AzureSite block whose vault and credentials to use"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> IdentityConfig:
+        vaults = [self.key_vault_url, self.key_vault_site]
+        if self.key_vault_secret and sum(bool(v) for v in vaults) != 1:
+            raise ValueError("key_vault_secret needs key_vault_url or key_vault_site (one)")
+        if any(vaults) and not self.key_vault_secret:
+            raise ValueError("name the secret that holds the identity (key_vault_secret)")
+        if self.key_vault_url and not self.key_vault_url.startswith("https://"):
+            raise ValueError("key_vault_url must be an https:// URL")
+        if not (self.file or self.secret_block or self.key_vault_secret):
+            raise ValueError("name a file, a secret_block or a key_vault_secret")
+        return self
+
+
 class RepositoryConfig(_Strict):
     """A place backups are kept: a local directory or an Azure Blob container."""
 
@@ -100,9 +143,23 @@ class RepositoryConfig(_Strict):
     block: str | None = Field(None, description="A saved Prefect block with the credentials")
     retention_days: int = Field(7, ge=0, description="Delete backups older than this")
     min_keep: int = Field(3, ge=1, description="Never keep fewer complete backups than this")
+    encrypt_to: list[str] = Field(
+        default_factory=list,
+        description="age recipients (age1…, public keys) new backups are encrypted to; "
+        "several, so a key kept offline can decrypt them too",
+    )
+    identity: IdentityConfig | None = Field(
+        None, description="Where the identity that decrypts them is kept (restores)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RepositoryConfig:
+        from dr_runbooks.crypto import parse_recipients
+
+        try:
+            parse_recipients(self.encrypt_to)
+        except BadInput as exc:
+            raise ValueError(str(exc)) from None
         if self.type == "local" and not self.path:
             raise ValueError("a local repository needs a path")
         if self.type == "azure":
@@ -247,6 +304,57 @@ class BreachConfig(_Strict):
         return self
 
 
+class IntegrityCheck(_Strict):
+    """One rule the data must keep: a query returning the rows that break it (none: it holds)."""
+
+    name: str = Field(min_length=1, description="What the check is called in reports")
+    sql: str = Field(min_length=1, description="A SELECT returning the violating rows")
+    table: str | None = Field(
+        None,
+        description="The table the violating rows belong to (table or schema.table): selective "
+        "repair copies its missing and changed rows back",
+    )
+    timestamp_column: str | None = Field(
+        None,
+        description="A column of the query's result holding when each row was written: the "
+        "earliest proposes when the corruption began",
+    )
+
+
+class IntegrityConfig(_Strict):
+    """What the data-corruption runbook checks (docs/data-corruption.md). Files are relative
+    to dr.yaml."""
+
+    checks: list[IntegrityCheck] = Field(default_factory=list)
+    checks_file: str | None = Field(
+        None,
+        description="The plan's check-integrity.sql: each query is a check; `-- name:`, "
+        "`-- table:` and `-- timestamp:` comment lines just above a query describe it",
+    )
+    validation: list[str] = Field(
+        default_factory=list,
+        description="Queries that must return no rows on the restored copy (the checks must "
+        "pass there too)",
+    )
+    validation_file: str | None = Field(
+        None, description="The plan's validate-data.sql: each query must return no rows"
+    )
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables selective repair copies back (default: those the failing checks name)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> IntegrityConfig:
+        if not self.checks and not self.checks_file:
+            raise ValueError("integrity needs checks or a checks_file")
+        names = [check.name for check in self.checks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"integrity checks must have different names: {repeated[0]!r}")
+        return self
+
+
 class SystemConfig(_Strict):
     """A protected system: one database server and the databases on it we back up."""
 
@@ -256,6 +364,11 @@ class SystemConfig(_Strict):
     databases: list[str] = Field(default_factory=list, description="Empty: the DSN's database")
     repositories: list[str] = Field(default_factory=list, description="Names from repositories:")
     checks_file: str | None = Field(None, description="SQL checks run after a restore")
+    physical: bool = Field(
+        False,
+        description="PostgreSQL with WAL archiving: base backups (daily full, hourly "
+        "incremental) replace the hourly logical dump; recovery to any second",
+    )
     health_url: str | None = Field(None, description="Polled after a restore until it answers 2xx")
     verify_server_env: str | None = Field(
         None, description="Environment variable with a DSN of a server for test restores"
@@ -264,9 +377,14 @@ class SystemConfig(_Strict):
         None, description="The system's Azure sites (region failover and failback)"
     )
     breach: BreachConfig | None = Field(None, description="The security-breach runbook")
+    integrity: IntegrityConfig | None = Field(
+        None, description="The data-corruption runbook's integrity checks"
+    )
 
     @model_validator(mode="after")
     def _check_azure(self) -> SystemConfig:
+        if self.physical and self.engine != "postgres":
+            raise ValueError("physical is for a postgres system (WAL archiving, base backups)")
         if self.breach is not None and self.sites is None:
             raise ValueError("breach needs sites: (the NSGs and the Key Vault are a site's)")
         if self.breach and self.breach.mongodb_users and self.engine != "mongodb":
@@ -290,11 +408,176 @@ class NotificationsConfig(_Strict):
     )
 
 
+class SandboxServer(_Strict):
+    """A server drills and recovery tests restore into: a separate server, or a name prefix on
+    a server that is not production's."""
+
+    connection: ConnectionConfig = Field(
+        description="A saved connection block (block) or an environment variable with its DSN "
+        "or URI (dsn_env); never a production server without a prefix"
+    )
+    prefix: str = Field(
+        "",
+        description="Put before every database name restored there (e.g. drill_), for a server "
+        "shared with other databases",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SandboxServer:
+        if not (self.connection.block or self.connection.dsn_env):
+            raise ValueError("a sandbox connection names a block or a dsn_env")
+        if self.prefix and not re.fullmatch(r"[a-z_][a-z0-9_]*", self.prefix):
+            raise ValueError(
+                f"sandbox prefix {self.prefix!r}: use lower-case letters, digits and _ "
+                "(a database name's start)"
+            )
+        return self
+
+
+class SandboxConfig(_Strict):
+    """Where the monthly drill and the quarterly recovery test restore (docs/drills.md)."""
+
+    target: Literal["sandbox", "production"] = Field(
+        "sandbox",
+        description="sandbox: restore into the servers below, never touching production; "
+        "production: the plan's literal drill on the production servers, run only after an "
+        "approval in the Prefect UI",
+    )
+    postgres: SandboxServer | None = Field(None, description="The PostgreSQL sandbox")
+    mongodb: SandboxServer | None = Field(None, description="The MongoDB sandbox")
+    health_urls: list[str] = Field(
+        default_factory=list, description="Polled after the recovery until each answers 2xx"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SandboxConfig:
+        if self.target == "sandbox" and self.postgres is None and self.mongodb is None:
+            raise ValueError(
+                "a sandbox needs a postgres or a mongodb server (or target: production)"
+            )
+        return self
+
+
+class IntegrationTestConfig(_Strict):
+    """The plan's ``npm run test:integration``, run against the recovered sandbox."""
+
+    command: list[str] = Field(
+        min_length=1, description="The command and its arguments, e.g. [npm, run, test:integration]"
+    )
+    dir: str | None = Field(None, description="Directory it runs in (relative to dr.yaml)")
+    timeout: Duration = Field(timedelta(minutes=15), description="Stopped and failed after this")
+
+
+class PerformanceConfig(_Strict):
+    """The quarterly test's performance check on the restored databases."""
+
+    queries_file: str | None = Field(
+        None,
+        description="SQL file of the queries to time (pgbench script syntax, relative to "
+        "dr.yaml); default: pgbench --select-only on a scratch database",
+    )
+    duration: Duration = Field(timedelta(seconds=30), description="How long pgbench runs")
+    max_regression: float = Field(
+        0.25,
+        ge=0,
+        description="Flag a throughput more than this fraction below the previous quarter's",
+    )
+
+
+class DrillsConfig(_Strict):
+    """The monthly drill and the quarterly full recovery test."""
+
+    systems: list[str] = Field(
+        default_factory=list,
+        description="Systems the monthly drill recovers (default: every PostgreSQL system)",
+    )
+    announce: str | None = Field(
+        None,
+        description="Notification block (TYPE/NAME) for the drill's announcement (default: "
+        "notifications.block)",
+    )
+    expected_duration: Duration = Field(timedelta(hours=1), description="Said in the announcement")
+    markers: int = Field(5, ge=1, le=1000, description="Marker rows written after the backup")
+    integration_test: IntegrationTestConfig | None = None
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    slow_step: float = Field(
+        1.5,
+        gt=1,
+        description="The review calls a step slow when it took this many times its median in "
+        "the previous drills",
+    )
+
+
+class EscalationLevel(_Strict):
+    """One step of the plan's escalation path."""
+
+    after: Duration = Field(description="How long after the run started (0: at once)")
+    who: str = Field(description="Who is called, e.g. Senior engineer")
+    block: str | None = Field(
+        None, description="Notification block (TYPE/NAME); default: notifications.block"
+    )
+
+
+def _plan_levels() -> list[EscalationLevel]:
+    return [
+        EscalationLevel(after=timedelta(0), who="On-call engineer"),
+        EscalationLevel(after=timedelta(minutes=30), who="Senior engineer"),
+        EscalationLevel(after=timedelta(hours=1), who="Engineering manager"),
+        EscalationLevel(after=timedelta(hours=2), who="CTO"),
+    ]
+
+
+#: The scenario runbooks the escalation path follows by default.
+SCENARIO_FLOWS = [
+    "database-failure",
+    "database-failure-mongodb",
+    "region-failover",
+    "region-failback",
+    "security-breach",
+]
+
+
+class EscalationConfig(_Strict):
+    """The plan's escalation path while a scenario runs (``dr escalation apply``)."""
+
+    levels: list[EscalationLevel] = Field(default_factory=_plan_levels, min_length=1)
+    flows: list[str] = Field(
+        default_factory=lambda: list(SCENARIO_FLOWS),
+        min_length=1,
+        description="Flow names whose runs are escalated",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EscalationConfig:
+        times = [level.after for level in self.levels]
+        if times[0] != timedelta(0):
+            raise ValueError("the first escalation level is called at once: after: 0")
+        if any(b <= a for a, b in itertools.pairwise(times)):
+            raise ValueError("escalation levels must come later one after another")
+        if any(t < timedelta(seconds=10) for t in times[1:]):
+            raise ValueError("a later escalation level comes at least 10s after the start")
+        return self
+
+
+class RunsConfig(_Strict):
+    """Where every scenario run and drill keeps its durable record."""
+
+    repository: str | None = Field(
+        None,
+        description="A repository of this file, a directory or a container URL (default: the "
+        "run's system's first repository)",
+    )
+
+
 class Config(_Strict):
     objectives: Objectives = Field(default_factory=Objectives)
     repositories: dict[str, RepositoryConfig] = Field(default_factory=dict)
     systems: dict[str, SystemConfig] = Field(default_factory=dict)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    sandbox: SandboxConfig | None = Field(None, description="Where drills restore")
+    drills: DrillsConfig = Field(default_factory=DrillsConfig)
+    escalation: EscalationConfig | None = Field(None, description="The escalation path")
+    runs: RunsConfig = Field(default_factory=RunsConfig)
     #: The directory dr.yaml was read from; relative paths are resolved against it.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -304,6 +587,20 @@ class Config(_Strict):
             for repo in system.repositories:
                 if repo not in self.repositories:
                     raise ValueError(f"system {name!r} names unknown repository {repo!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_drills(self) -> Config:
+        for name in self.drills.systems:
+            if name not in self.systems:
+                raise ValueError(f"drills name unknown system {name!r}")
+        if self.escalation is not None and not self.notifications.block:
+            for level in self.escalation.levels:
+                if not level.block:
+                    raise ValueError(
+                        f"escalation level {level.who!r} names no block, and there is no "
+                        "notifications.block to use instead"
+                    )
         return self
 
     def system(self, name: str) -> SystemConfig:
@@ -343,7 +640,7 @@ def find_config(start: Path | None = None) -> Path | None:
 
 def load_config(path: Path | str | None = None) -> Config:
     """Read and validate dr.yaml; a problem becomes one :class:`ConfigError` line."""
-    file = Path(path) if path is not None else find_config()
+    file = Path(path) if path else find_config()  # "" from a flow's form: the default
     if file is None:
         return Config()
     try:

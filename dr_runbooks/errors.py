@@ -11,6 +11,7 @@
     │   │   └── AccessDenied     the storage refused the credentials (401/403)
     │   ├── BackupNotFound       no backup with that id, or none before a time
     │   ├── InvalidArchive       a file that is not what it claims (a broken mongodump archive)
+    │   ├── IdentityRequired     an encrypted backup, and no identity given that decrypts it
     │   └── Rejected             a person rejected the plan of a destructive step
     └── OperationFailed          something that should have worked did not (exit 1)
         ├── ServerUnreachable    a server cannot be reached now (transient: retried)
@@ -18,7 +19,9 @@
         ├── LockHeld             another live run holds the lock (a backup or restore of it)
         ├── BackupDamaged        a backup whose manifest cannot be read: unusable, kept
         ├── ObjectNotFound       a store has no object under that key
+        ├── ObjectProtected      the store's immutability policy refuses to delete an object
         ├── ChecksumMismatch     an object's bytes differ from its manifest
+        │   └── DecryptionFailed an encrypted object that does not decrypt (damaged, truncated)
         ├── DumpFailed           pg_dump / mongodump exited non-zero (its own message kept)
         ├── RestoreFailed        pg_restore / the restore engine failed
         ├── RestoreVerificationFailed  the restored data differs from the manifest
@@ -45,10 +48,13 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "DRError",
+    "DecryptionFailed",
     "DumpFailed",
+    "IdentityRequired",
     "InvalidArchive",
     "LockHeld",
     "ObjectNotFound",
+    "ObjectProtected",
     "OperationFailed",
     "Rejected",
     "RepositoryNotFound",
@@ -100,6 +106,11 @@ class InvalidArchive(BadInput):
     """A dump or archive is malformed; it is refused before anything is restored from it."""
 
 
+class IdentityRequired(BadInput):
+    """A backup is encrypted and no identity given (or found) can decrypt it; the message
+    names the recipients it was encrypted to."""
+
+
 class OperationFailed(DRError):
     """An operation that should have worked failed."""
 
@@ -131,8 +142,18 @@ class ObjectNotFound(OperationFailed):
         self.key = key
 
 
+class ObjectProtected(OperationFailed):
+    """The store refused to delete or replace an object its immutability policy (a
+    time-based retention policy, a legal hold) protects; the message says which."""
+
+
 class ChecksumMismatch(OperationFailed):
     """An object's size or sha256 differs from what its manifest records."""
+
+
+class DecryptionFailed(ChecksumMismatch):
+    """An encrypted object whose checksum matched its manifest does not decrypt: damaged or
+    truncated together with its manifest, or not what the manifest says."""
 
 
 class DumpFailed(OperationFailed):

@@ -40,6 +40,7 @@ __all__ = [
     "PostgresLock",
     "StoreLock",
     "backups_lock",
+    "base_backups_lock",
     "database_lock",
     "hold",
     "lock_name",
@@ -263,6 +264,12 @@ class _BackupsLock(StoreLock):
     def try_acquire(self, holder: Holder) -> bool:
         self.store.create()
         return super().try_acquire(holder)
+
+
+def base_backups_lock(repository: Repository, system: str) -> StoreLock:
+    """The lock of ``system``'s base backups in ``repository``: taking one (an incremental
+    needs its parent) and physical retention (which deletes whole chains) never overlap."""
+    return backups_lock(repository, "postgres", system, "base backups")
 
 
 def backups_lock(repository: Repository, engine: str, system: str, database: str) -> StoreLock:

@@ -31,6 +31,7 @@ __all__ = [
     "OWNER_FILE",
     "POSTGRES_WORKDIR_PREFIX",
     "RunRegistry",
+    "alive_since",
     "die_with_parent",
     "owned_workdir",
     "remove_stale_workdirs",
@@ -61,6 +62,13 @@ def _process_start(pid: int) -> float | None:
         return float(psutil.Process(pid).create_time())
     except Exception:  # no such process, or psutil missing
         return None
+
+
+def alive_since(pid: int, since: float) -> bool:
+    """Whether process ``pid`` runs and started by ``since`` (epoch seconds): the same process
+    that was ``pid`` then, not a later one given the number again."""
+    started = _process_start(pid)
+    return started is not None and started <= since + 1
 
 
 def owned_workdir(prefix: str, base: Path | None = None) -> Path:

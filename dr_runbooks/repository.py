@@ -9,6 +9,15 @@ A backup is a folder ``<engine>/<system>/<database>/<backup-id>/`` in a :class:`
         manifest.json          written LAST: the commit point
         verifications/*.json   records of test restores, added later
 
+A repository with ``encrypt_to`` (age recipients) stores each object compressed, then
+encrypted, named with ``.age`` (``data.dump.zst.age``); the manifest records, per object, that
+it is encrypted and to which recipients (public keys), and its checksums are of the stored
+bytes, so checking them needs no key (see :mod:`dr_runbooks.crypto`). Plain and encrypted
+backups live side by side: each manifest says what its objects are. ``rekey`` writes a backup's
+objects again for other recipients under ``rekey-<stamp>/``, switches the manifest to them in
+one write, then deletes the old ones; until then, objects its manifest does not name are what
+a rekey that died left (:meth:`Repository.unreferenced`).
+
 A folder without ``manifest.json`` is not a backup: listing, restore and retention ignore it.
 It is a leftover of an attempt that did not finish (with our in-progress marker) or of one that
 died before writing it (an orphan). A run that holds the lock of a system's database removes
@@ -41,13 +50,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dr_runbooks import progress
+from dr_runbooks import crypto, progress
 from dr_runbooks.errors import (
     BackupDamaged,
     BackupNotFound,
     BadInput,
     ChecksumMismatch,
     ObjectNotFound,
+    ObjectProtected,
     OperationFailed,
 )
 from dr_runbooks.storage.base import ObjectInfo, Store
@@ -56,6 +66,7 @@ from dr_runbooks.streams import Digest, hashed, read_chunks
 __all__ = [
     "Backup",
     "Manifest",
+    "ObjectEncryption",
     "ObjectEntry",
     "Repository",
     "RetentionPlan",
@@ -83,6 +94,24 @@ def new_backup_id(now: datetime | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
+def _described(backup: Backup) -> str:
+    return f"{backup.id} ({backup.consistent_point:%Y-%m-%d %H:%M} UTC)"
+
+
+def _nearest(backup_id: str, backups: list[Backup], count: int = 3) -> str:
+    """``; nearest: …`` — the backups closest in time to an id that matched none (the newest
+    when the id carries no time), for a person who mistyped or misremembered one."""
+    if not backups:
+        return "; the repository holds none"
+    match = _ID.match(backup_id)
+    if match:
+        wanted = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        ranked = sorted(backups, key=lambda b: abs((b.consistent_point - wanted).total_seconds()))
+    else:
+        ranked = backups  # newest first
+    return "; nearest: " + ", ".join(_described(b) for b in ranked[:count])
+
+
 def parse_time(value: str) -> datetime:
     """Parse an ISO 8601 time; without a zone it is read as UTC. Malformed: :class:`BadInput`."""
     text = value.strip()
@@ -97,8 +126,18 @@ def parse_time(value: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+class ObjectEncryption(BaseModel):
+    """How a stored object is encrypted: the format and its recipients (public keys only)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["age"] = "age"
+    recipients: list[str]
+
+
 class ObjectEntry(BaseModel):
-    """One data object of a backup, as the manifest records it."""
+    """One data object of a backup, as the manifest records it: ``size`` and ``sha256`` are
+    of the bytes stored (encrypted, when it is)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -106,6 +145,18 @@ class ObjectEntry(BaseModel):
     size: int
     sha256: str
     raw_size: int | None = Field(default=None, description="Bytes before compression")
+    encryption: ObjectEncryption | None = Field(
+        default=None, description="Encrypted, and to whom; None: stored in clear"
+    )
+
+    @property
+    def logical_name(self) -> str:
+        """What the object is, wherever a rekey put it and however it is stored:
+        ``rekey-…/data.dump.zst.age`` is ``data.dump.zst``."""
+        base = self.name.rsplit("/", 1)[-1]
+        if self.encryption is not None and base.endswith(crypto.SUFFIX):
+            base = base[: -len(crypto.SUFFIX)]
+        return base
 
 
 class Manifest(BaseModel):
@@ -131,10 +182,25 @@ class Manifest(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
     def object(self, name: str) -> ObjectEntry:
+        """The object ``name`` (``data.dump.zst``), stored in clear or encrypted."""
         for entry in self.objects:
-            if entry.name == name:
+            if entry.name == name or entry.logical_name == name:
                 return entry
         raise OperationFailed(f"backup {self.id} has no object {name!r}")
+
+    @property
+    def recipients(self) -> list[str]:
+        """Every recipient any of its objects is encrypted to (empty: stored in clear)."""
+        found: list[str] = []
+        for entry in self.objects:
+            for recipient in entry.encryption.recipients if entry.encryption else []:
+                if recipient not in found:
+                    found.append(recipient)
+        return found
+
+    @property
+    def encrypted(self) -> bool:
+        return any(entry.encryption is not None for entry in self.objects)
 
     @property
     def size(self) -> int:
@@ -197,6 +263,7 @@ class Backup:
             else "legacy",
             "problem": self.problem,
             "clock_skew": self.skewed(),
+            "encrypted_to": self.manifest.recipients if self.manifest else [],
         }
 
 
@@ -207,10 +274,16 @@ class RetentionPlan:
     #: Backups retention leaves alone and reports: damaged ones, and those dated ahead.
     damaged: list[Backup] = field(default_factory=list)
     skewed: list[Backup] = field(default_factory=list)
+    #: Backups old enough to go that the store's own immutability protects, with why.
+    protected: list[tuple[Backup, str]] = field(default_factory=list)
 
 
 class Repository:
-    """Backups in one store, with that store's retention policy."""
+    """Backups in one store, with that store's retention policy and encryption.
+
+    ``encrypt_to``: the age recipients new backups are encrypted to (empty: stored in clear).
+    ``keyring``: where identities come from when an encrypted backup is read.
+    """
 
     def __init__(
         self,
@@ -218,11 +291,23 @@ class Repository:
         name: str = "",
         retention_days: int = 7,
         min_keep: int = 3,
+        encrypt_to: tuple[str, ...] | list[str] = (),
+        keyring: crypto.Keyring | None = None,
     ) -> None:
         self.store = store
         self.name = name or store.location
         self.retention_days = retention_days
         self.min_keep = min_keep
+        self.encrypt_to = crypto.parse_recipients(encrypt_to, f"{self.name}: encrypt_to")
+        self.keyring = keyring or crypto.Keyring()
+
+    def identity_for(self, backup: Backup) -> crypto.Identity | None:
+        """The identity that decrypts ``backup``, None when it is stored in clear; else
+        :class:`~dr_runbooks.errors.IdentityRequired` naming its recipients. Called before a
+        restore touches anything."""
+        if backup.manifest is None or not backup.manifest.encrypted:
+            return None
+        return self.keyring.identity_for(backup.manifest.recipients, f"backup {backup.id}")
 
     def __repr__(self) -> str:
         return f"Repository({self.name!r}, {self.store!r})"
@@ -344,6 +429,19 @@ class Repository:
         found.sort(key=lambda b: b.consistent_point, reverse=True)
         return found
 
+    def unreferenced(self, backup: Backup) -> list[str]:
+        """Objects in a committed backup's folder that its manifest does not name (a rekey
+        that died before or after switching the manifest left them); never its verification
+        records."""
+        assert backup.manifest is not None
+        named = {backup.prefix + entry.name for entry in backup.manifest.objects}
+        named.add(backup.prefix + MANIFEST)
+        return sorted(
+            info.key
+            for info in self.store.list(backup.prefix)
+            if info.key not in named and not info.key.startswith(backup.prefix + VERIFICATIONS)
+        )
+
     @staticmethod
     def _damaged(
         engine: str, prefix: str, objects: dict[str, ObjectInfo], exc: BaseException
@@ -409,14 +507,25 @@ class Repository:
                     if backup.problem is not None:
                         raise BackupDamaged(f"backup {backup_id} is damaged: {backup.problem}")
                     return backup
-            raise BackupNotFound(f"no complete backup with id {backup_id!r} for {where}")
+            raise BackupNotFound(
+                f"no complete backup with id {backup_id!r} for {where}"
+                + _nearest(backup_id, [b for b in everything if not b.damaged])
+            )
         good = [b for b in everything if not b.damaged]
         now = datetime.now(UTC)
         candidates = [b for b in good if not b.skewed(now)]
         if before is not None:
             candidates = [b for b in candidates if b.consistent_point < before]
             if not candidates:
-                raise BackupNotFound(f"no complete backup before {before.isoformat()} for {where}")
+                oldest = sorted(good, key=lambda b: b.consistent_point)[:3]
+                raise BackupNotFound(
+                    f"no complete backup before {before.isoformat()} for {where}"
+                    + (
+                        "; the oldest: " + ", ".join(_described(b) for b in oldest)
+                        if oldest
+                        else ""
+                    )
+                )
         if not candidates:
             ahead = [b.id for b in good if b.skewed(now)]
             if ahead:
@@ -480,24 +589,37 @@ class Repository:
         backups.reverse()
         cutoff = now - timedelta(days=days)
         keep, delete = [], []
+        protected: list[tuple[Backup, str]] = []
         kept_good = 0
         for backup in backups:  # newest first
             young = (backup.written() if backup in skewed else backup.consistent_point) >= cutoff
             if young or (kept_good < keep_at_least and backup not in skewed):
                 keep.append(backup)
                 kept_good += backup not in skewed
+            elif reason := self.store.protection(backup.legacy_key or backup.prefix):
+                protected.append((backup, reason))
             else:
                 delete.append(backup)
-        return RetentionPlan(keep=keep, delete=delete, damaged=damaged, skewed=skewed)
+        return RetentionPlan(
+            keep=keep, delete=delete, damaged=damaged, skewed=skewed, protected=protected
+        )
 
-    def delete_backup(self, backup: Backup) -> None:
-        """Delete one complete backup: the manifest first, so it stops being a backup at once."""
-        if backup.legacy_key:
-            self.store.delete([backup.legacy_key])
-            return
-        keys = [info.key for info in self.store.list(backup.prefix)]
-        self.store.delete([backup.prefix + MANIFEST])
+    def delete_backup(self, backup: Backup) -> str | None:
+        """Delete one complete backup: the manifest first, so it stops being a backup at once.
+
+        Returns None once deleted, or why the store's immutability protects it: a refusal of
+        the manifest (the first object deleted) leaves the backup whole and complete.
+        """
+        try:
+            if backup.legacy_key:
+                self.store.delete([backup.legacy_key])
+                return None
+            keys = [info.key for info in self.store.list(backup.prefix)]
+            self.store.delete([backup.prefix + MANIFEST])
+        except ObjectProtected as exc:
+            return str(exc)
         self.store.delete(k for k in keys if k != backup.prefix + MANIFEST)
+        return None
 
     def abandoned(self, engine: str, now: datetime | None = None) -> list[str]:
         """Folders without a manifest (an attempt with our marker, or an orphan without one)
@@ -578,25 +700,44 @@ class Repository:
 
 
 def copy_backup(source: Repository, backup: Backup, target: Repository) -> Manifest:
-    """Copy a complete backup to another repository, re-checking every checksum on the way."""
+    """Copy a complete backup to another repository, re-checking every checksum on the way.
+
+    Objects are copied as stored, except that an object stored in clear is encrypted on the
+    way into a repository with ``encrypt_to`` (which needs no identity); the copy's manifest
+    then records the new checksums. An encrypted object is never decrypted here.
+    """
     assert backup.manifest is not None
     manifest = backup.manifest
     prefix = target.begin(manifest.engine, manifest.system, manifest.database, manifest.id)
     try:
+        entries = []
         for entry in manifest.objects:
-            digest = Digest()
+            digest, stored = Digest(), Digest()
+            seal = entry.encryption is None and bool(target.encrypt_to)
+            name = entry.logical_name + crypto.SUFFIX if seal else entry.name
             with source.store.open(backup.prefix + entry.name) as handle:
-                target.store.put(
-                    prefix + entry.name,
-                    hashed(progress.counted("copy", read_chunks(handle)), digest),
-                )
+                chunks = hashed(progress.counted("copy", read_chunks(handle)), digest)
+                if seal:
+                    chunks = crypto.encrypt(chunks, target.encrypt_to)
+                target.store.put(prefix + name, hashed(chunks, stored))
             if digest.sha256 != entry.sha256 or digest.size != entry.size:
                 raise ChecksumMismatch(f"{backup.prefix}{entry.name} changed while copying")
-        target.commit(prefix, manifest)
+            if seal:
+                entry = entry.model_copy(
+                    update={
+                        "name": name,
+                        "size": stored.size,
+                        "sha256": stored.sha256,
+                        "encryption": ObjectEncryption(recipients=list(target.encrypt_to)),
+                    }
+                )
+            entries.append(entry)
+        copied = manifest.model_copy(update={"objects": entries})
+        target.commit(prefix, copied)
     except BaseException:
         # What the failure left (storage down?) goes with the next run; the failure is
         # what must surface.
         with contextlib.suppress(Exception):
             target.abort(prefix)
         raise
-    return manifest
+    return copied

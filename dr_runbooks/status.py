@@ -11,6 +11,15 @@ The state of one database of a system, in order of precedence:
 - ``UNVERIFIED``: no backup was restored successfully within ``verification_max_age``;
 - ``OK``: a fresh backup, and a recent successful test restore.
 
+A system marked ``physical`` has one more row, ``(cluster)``, for its base backups and WAL: the
+age of the newest archived WAL segment is the RPO achieved (``STALE`` beyond the objective:
+archiving has stopped); a gap in the WAL after the oldest base backup is ``FAILED`` (recovery
+cannot pass it); no base backup is ``MISSING``. Its detail is the recovery window.
+
+Beside the systems, :func:`repository_protection` says of each repository whether its new
+backups are encrypted (and to whom), and for one in Azure, whether its container's
+immutability protects them; a repository in Azure that stores backups in clear is a warning.
+
 Everything comes from the repositories themselves (manifests and verification records), so the
 answer is the same from any machine, and survives the Prefect server.
 """
@@ -22,9 +31,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dr_runbooks.config import Config, SystemConfig
+from dr_runbooks.errors import DRError
 from dr_runbooks.repository import Backup, Repository
+from dr_runbooks.text import first_line
 
-__all__ = ["DatabaseStatus", "database_status", "system_status"]
+__all__ = [
+    "DatabaseStatus",
+    "RepositoryProtection",
+    "cluster_status",
+    "database_status",
+    "repository_protection",
+    "system_status",
+]
 
 
 @dataclass
@@ -148,6 +166,54 @@ def _hours(delta: timedelta) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
 
 
+def cluster_status(
+    system: str, repository: Repository, rpo: timedelta, now: datetime
+) -> DatabaseStatus:
+    """The ``(cluster)`` row of a physical system: its WAL archive and base backups."""
+    from dr_runbooks.postgres.pitr import recovery_window
+
+    status = DatabaseStatus(
+        system=system,
+        engine="postgres",
+        database="(cluster)",
+        repository=repository.name,
+        state="MISSING",
+        detail="no base backup",
+        rpo_seconds=rpo.total_seconds(),
+    )
+    if not repository.store.exists():
+        return status
+    window = recovery_window(repository, system, precise=False)
+    archived = window.newest_wal_archived
+    if archived is not None:
+        status.age_seconds = (now - archived).total_seconds()
+    if not window.base_backups or window.earliest is None:
+        if archived is not None:
+            status.detail = f"WAL is archived (newest {window.newest_wal}) but no base backup"
+        return status
+    status.newest_backup = window.earliest_backup
+    status.newest_point = window.earliest
+    recoverable = f"recoverable from {window.earliest:%Y-%m-%d %H:%M:%S} UTC" + (
+        f" to {archived:%Y-%m-%d %H:%M:%S} UTC" if archived else ""
+    )
+    if window.gap:
+        status.state = "FAILED"
+        status.detail = f"WAL {window.gap} is missing: recovery cannot pass it ({recoverable})"
+    elif archived is None or now - archived > rpo:
+        age = "none archived" if archived is None else f"newest {_hours(now - archived)} old"
+        status.state = "STALE"
+        status.detail = (
+            f"WAL {age}; objective {_hours(rpo)}: is archive_command failing (or the server idle)?"
+        )
+    else:
+        status.state = "OK"
+        status.detail = (
+            f"WAL archived {(now - archived).total_seconds():.0f} s ago (RPO achieved); "
+            f"{window.base_backups} base backup(s), {recoverable}"
+        )
+    return status
+
+
 def system_status(
     config: Config,
     name: str,
@@ -183,4 +249,44 @@ def system_status(
                 now,
             )
         )
+    if system.physical:
+        results.append(cluster_status(name, repository, rpo, now))
     return results
+
+
+@dataclass
+class RepositoryProtection:
+    """What protects one repository's backups besides the store's own access control."""
+
+    repository: str
+    type: str
+    #: The recipients new backups are encrypted to; empty: stored in clear.
+    encrypted_to: list[str]
+    #: The container's immutability (Azure), "none", or None where it does not apply.
+    immutability: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "encrypted": bool(self.encrypted_to)}
+
+
+def repository_protection(name: str, kind: str, repository: Repository) -> RepositoryProtection:
+    """Encryption of new backups and, for an Azure container, its immutability."""
+    found = RepositoryProtection(name, kind, list(repository.encrypt_to), None)
+    if kind != "azure":
+        return found
+    if not found.encrypted_to:
+        found.warnings.append(
+            "new backups are stored in clear: anyone with the storage key or a SAS token can "
+            "read them (set encrypt_to)"
+        )
+    try:
+        policy = repository.store.immutability()
+    except DRError as exc:
+        found.immutability = f"unknown ({first_line(exc)})"
+        return found
+    if policy is None:
+        found.immutability = "unknown (the credentials cannot read the container's properties)"
+    else:
+        found.immutability = policy.describe()
+    return found

@@ -10,6 +10,14 @@ URL (``https://…``, ``azure://…``); a directory path; a saved Prefect block.
 package's business (it imports no Prefect): a caller that allows them passes a
 :class:`BlockSource` (``blocks.PREFECT_BLOCKS``). Only blocks need a Prefect server, so a
 disaster that took the server leaves everything else working.
+
+Encryption. A repository's ``encrypt_to`` (dr.yaml, plus a run's ``--encrypt-to``) says to whom
+its new backups are encrypted, and its ``identity`` where the identity that decrypts them is
+kept (read through a :class:`~dr_runbooks.crypto.SecretReader` the caller passes, for Prefect
+Secret blocks and Key Vault). A backup is encrypted once, as it is written to the run's first
+repository, and copied as stored: when the first repository encrypts, it encrypts to every
+recipient any of the run's repositories names, so each can decrypt its copy; when only a later
+repository encrypts, the copy is encrypted on the way (:func:`~dr_runbooks.repository.copy_backup`).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
-from dr_runbooks.config import Config, RepositoryConfig, SystemConfig
+from dr_runbooks import crypto
+from dr_runbooks.config import Config, IdentityConfig, RepositoryConfig, SystemConfig
 from dr_runbooks.errors import ConfigError, RepositoryNotFound
 from dr_runbooks.mongo.connection import SYSTEM_DATABASES, MongoConnInfo, check_database_name
 from dr_runbooks.postgres.connection import ConnInfo
@@ -36,10 +45,12 @@ __all__ = [
     "Target",
     "azure_container_client",
     "connection_from_spec",
+    "keyring_for",
     "repositories_for",
     "repository_from_config",
     "repository_from_spec",
     "resolve_target",
+    "share_recipients",
     "verify_server_for",
 ]
 
@@ -73,22 +84,53 @@ def _env(name: str, purpose: str) -> str:
 # -- repositories ---------------------------------------------------------------------------------
 
 
+def keyring_for(
+    config: Config, identity: IdentityConfig | None, secrets: crypto.SecretReader | None
+) -> crypto.Keyring:
+    """The identity sources of a repository: ``DR_AGE_IDENTITY_FILE`` (always first), then
+    what its ``identity:`` names."""
+    if identity is None:
+        return crypto.Keyring()
+    sources: list[crypto.IdentitySource] = []
+    if identity.file:
+        sources.append(crypto.FileIdentity(str(config.resolve_path(identity.file))))
+    if identity.secret_block:
+        sources.append(crypto.SecretIdentity("prefect", identity.secret_block, secrets))
+    if identity.key_vault_secret:
+        sources.append(
+            crypto.SecretIdentity(
+                "key-vault",
+                identity.key_vault_secret,
+                secrets,
+                vault_url=identity.key_vault_url,
+                site=identity.key_vault_site,
+            )
+        )
+    return crypto.Keyring(sources)
+
+
 def repository_from_config(
-    config: Config, name: str, blocks: BlockSource | None = None
+    config: Config,
+    name: str,
+    blocks: BlockSource | None = None,
+    secrets: crypto.SecretReader | None = None,
 ) -> Repository:
-    """The repository called ``name`` in dr.yaml."""
+    """The repository called ``name`` in dr.yaml, with its encryption and identity sources."""
     spec = config.repository(name)
     if spec.block:
         if blocks is None:
             raise _no_blocks(spec.block)
         repo = blocks.repository(spec.block, name)
         repo.retention_days, repo.min_keep = spec.retention_days, spec.min_keep
-        return repo
-    if spec.type == "local":
+    elif spec.type == "local":
         assert spec.path is not None
         store = LocalStore(config.resolve_path(spec.path))
-        return Repository(store, name, spec.retention_days, spec.min_keep)
-    return Repository(_azure_store(spec), name, spec.retention_days, spec.min_keep)
+        repo = Repository(store, name, spec.retention_days, spec.min_keep)
+    else:
+        repo = Repository(_azure_store(spec), name, spec.retention_days, spec.min_keep)
+    repo.encrypt_to = crypto.parse_recipients(spec.encrypt_to, f"{name}: encrypt_to")
+    repo.keyring = keyring_for(config, spec.identity, secrets)
+    return repo
 
 
 def _azure_store(spec: RepositoryConfig) -> Any:
@@ -132,16 +174,17 @@ def repository_from_spec(
     blocks: BlockSource | None = None,
     retention_days: int = 7,
     min_keep: int = 3,
+    secrets: crypto.SecretReader | None = None,
 ) -> Repository:
     """``--repo``: a dr.yaml name, an Azure container URL, a directory, a saved block name, or
     ``env:VAR``, an environment variable holding one of those (how a URL with a SAS token
     reaches a flow without being stored with its parameters)."""
     if spec.startswith("env:"):
         return repository_from_spec(
-            _env(spec[4:], "repository"), config, blocks, retention_days, min_keep
+            _env(spec[4:], "repository"), config, blocks, retention_days, min_keep, secrets
         )
     if spec in config.repositories:
-        return repository_from_config(config, spec, blocks)
+        return repository_from_config(config, spec, blocks, secrets)
     if spec.startswith(("https://", "http://", "azure://")):
         from dr_runbooks.storage.azure import AzureBlobStore, parse_container_url
 
@@ -157,11 +200,26 @@ def repository_from_spec(
 
 
 def repositories_for(
-    config: Config, system: SystemConfig, blocks: BlockSource | None = None
+    config: Config,
+    system: SystemConfig,
+    blocks: BlockSource | None = None,
+    secrets: crypto.SecretReader | None = None,
 ) -> list[Repository]:
     if not system.repositories:
         raise ConfigError("the system names no repositories in dr.yaml")
-    return [repository_from_config(config, name, blocks) for name in system.repositories]
+    return [repository_from_config(config, name, blocks, secrets) for name in system.repositories]
+
+
+def share_recipients(repositories: list[Repository], encrypt_to: list[str] | None = None) -> None:
+    """A run's ``--encrypt-to`` added to each of its repositories; and when the first
+    repository (which receives the backup) encrypts, it encrypts to every recipient the others
+    name too, since the copies are made of what it stores."""
+    extra = crypto.parse_recipients(encrypt_to or [], "--encrypt-to")
+    for repository in repositories:
+        repository.encrypt_to = crypto.parse_recipients([*repository.encrypt_to, *extra])
+    if repositories and repositories[0].encrypt_to:
+        everyone = [r for repository in repositories for r in repository.encrypt_to]
+        repositories[0].encrypt_to = crypto.parse_recipients(everyone)
 
 
 # -- connections ----------------------------------------------------------------------------------
@@ -239,6 +297,8 @@ class Target:
     checks_file: str | None = None
     health_url: str | None = None
     verify_server_env: str | None = None
+    #: WAL archived, base backups taken (dr.yaml's ``physical: true``).
+    physical: bool = False
     #: Whether the system is declared in dr.yaml (else an ad-hoc run named it).
     declared: bool = False
     config: Config = field(default_factory=Config, repr=False)
@@ -295,11 +355,14 @@ def resolve_target(
     database: str | None = None,
     repositories: list[str] | None = None,
     blocks: BlockSource | None = None,
+    secrets: crypto.SecretReader | None = None,
+    encrypt_to: list[str] | None = None,
 ) -> Target:
     """Combine dr.yaml with run-time overrides; every problem is a :class:`ConfigError`.
 
     ``engine`` is what the caller works with (None: the declared system's); ``connection`` an
-    override as ``env:VAR`` or a block name; ``repositories`` overrides as ``--repo`` specs.
+    override as ``env:VAR`` or a block name; ``repositories`` overrides as ``--repo`` specs;
+    ``encrypt_to`` recipients added to every repository's (see :func:`share_recipients`).
     """
     declared = config.systems.get(system) if system else None
     if system and declared is None and not _ad_hoc(config, connection, repositories):
@@ -318,13 +381,16 @@ def resolve_target(
         raise ConfigError(f"name a system from dr.yaml or give a connection ({flag})")
     databases = _databases(engine, database, declared, block_databases, conninfo)
     if repositories:
-        repos = [repository_from_spec(spec, config, blocks) for spec in repositories]
+        repos = [
+            repository_from_spec(spec, config, blocks, secrets=secrets) for spec in repositories
+        ]
     elif declared is not None:
-        repos = repositories_for(config, declared, blocks)
+        repos = repositories_for(config, declared, blocks, secrets)
     else:
         raise ConfigError(
             "no repository named (use --repo or the system's repositories in dr.yaml)"
         )
+    share_recipients(repos, encrypt_to)
     return Target(
         system=system or conninfo.default_system_name(),
         engine=engine,  # type: ignore[arg-type]
@@ -337,6 +403,7 @@ def resolve_target(
         else None,
         health_url=declared.health_url if declared else None,
         verify_server_env=declared.verify_server_env if declared else None,
+        physical=bool(declared and declared.physical),
         declared=declared is not None,
         config=config,
     )

@@ -15,7 +15,7 @@ RESTORE_TIMEOUT: Any = Field(
     6 * 3600, ge=60, description="How long a flexible-server restore may take, in seconds."
 )
 TARGET_SERVER: Any = Field(
-    None,
+    "",
     description="Name of the restored flexible server (default: the receiving site's "
     "`postgres_server`).",
 )

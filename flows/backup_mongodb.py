@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 from pydantic import Field
@@ -20,7 +20,7 @@ from pydantic import Field
 from dr_runbooks.locks import backups_lock
 from flows import backup_steps as steps
 from flows import parameters as p
-from flows.runbook import Runbook
+from flows.runbook import Runbook, runbook
 from tasks.config import dr_load_target
 from tasks.mongodb import mongodb_backup, mongodb_list_databases
 
@@ -28,28 +28,34 @@ __all__ = ["backup_mongodb"]
 
 
 @flow(name="backup-mongodb", log_prints=True)
+@runbook
 def backup_mongodb(
-    system: str | None = p.SYSTEM,
-    database: str | None = p.BACKUP_DATABASE,
-    connection: str | None = p.CONNECTION,
-    repositories: list[str] | None = p.REPOSITORIES,
-    engine: str = Field(
+    system: str = p.SYSTEM,
+    database: str = p.BACKUP_DATABASE,
+    connection: str = p.CONNECTION,
+    repositories: list[str] = p.REPOSITORIES,
+    engine: Literal["auto", "native", "tools"] = Field(
         "auto",
-        description="native (pymongo), tools (mongodump on PATH) or auto (the tools when "
-        "installed).",
+        description="`native` (pymongo), `tools` (mongodump on PATH) or `auto` (the tools "
+        "when installed).",
     ),
-    kind: str = p.KIND,
+    kind: p.Kind = p.KIND,
     retention: bool = p.RETENTION,
     retention_dry_run: bool = p.RETENTION_DRY_RUN,
     dump_retries: int = p.DUMP_RETRIES,
     lock_timeout_seconds: int = p.BACKUP_LOCK_TIMEOUT,
-    config_path: str | None = p.CONFIG_PATH,
+    encrypt_to: list[str] = Field(
+        [],
+        description="Also encrypt to these age recipients (public keys, `age1…`), besides "
+        "each repository's `encrypt_to` in dr.yaml.",
+    ),
+    config_path: str = p.CONFIG_PATH,
 ) -> list[dict[str, Any]]:
     """Back up a MongoDB system's databases into its repositories."""
     with Runbook("backup-mongodb", system=system, config_path=config_path) as rb:
         with rb.step("load"):
             target = dr_load_target(
-                "mongodb", system, connection, database, repositories, config_path
+                "mongodb", system, connection, database, repositories, config_path, encrypt_to
             )
         steps.clear_abandoned(rb, target)
         databases = target.databases

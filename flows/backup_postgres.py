@@ -8,6 +8,10 @@
 4. Copies to the other repositories, then each one's retention, with ``retention_days`` for
    backups of this ``kind`` (hourly ones) (``backup_steps.copy_and_prune``).
 5. A table artifact: id, size, tables and rows of every backup taken.
+
+A system marked ``physical`` skips the hourly dump: its hourly protection is the incremental
+base backup (``backup-postgres-physical``) and the archived WAL. Its daily dump stays (a
+logical copy restores across versions, one database out of many, one table).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pydantic import Field
 from dr_runbooks.locks import backups_lock, database_lock
 from flows import backup_steps as steps
 from flows import parameters as p
-from flows.runbook import Runbook
+from flows.runbook import Runbook, runbook
 from tasks.config import dr_load_target
 from tasks.postgres import postgres_backup
 
@@ -28,19 +32,20 @@ __all__ = ["backup_postgres"]
 
 
 @flow(name="backup-postgres", log_prints=True)
+@runbook
 def backup_postgres(
-    system: str | None = p.SYSTEM,
-    database: str | None = p.BACKUP_DATABASE,
-    connection: str | None = p.CONNECTION,
-    repositories: list[str] | None = p.REPOSITORIES,
-    kind: str = p.KIND,
+    system: str = p.SYSTEM,
+    database: str = p.BACKUP_DATABASE,
+    connection: str = p.CONNECTION,
+    repositories: list[str] = p.REPOSITORIES,
+    kind: p.Kind = p.KIND,
     retention: bool = p.RETENTION,
     retention_dry_run: bool = p.RETENTION_DRY_RUN,
-    retention_days: int | None = Field(
-        None,
+    retention_days: int = Field(
+        0,
         ge=0,
-        description="Override: keep backups of this kind only this many days "
-        "(e.g. 2 for hourly backups); default: each repository's retention, for all kinds.",
+        description="Override: keep backups of this kind only this many days (e.g. 2 for "
+        "hourly backups); 0: each repository's own retention, for all kinds.",
     ),
     retention_include_legacy: bool = Field(
         False, description="Let retention delete the plan's script backups (backup_*.sql.gz) too."
@@ -50,17 +55,31 @@ def backup_postgres(
     ),
     dump_retries: int = p.DUMP_RETRIES,
     lock_timeout_seconds: int = p.BACKUP_LOCK_TIMEOUT,
-    config_path: str | None = p.CONFIG_PATH,
+    encrypt_to: list[str] = Field(
+        [],
+        description="Also encrypt to these age recipients (public keys, `age1…`), besides "
+        "each repository's `encrypt_to` in dr.yaml.",
+    ),
+    config_path: str = p.CONFIG_PATH,
 ) -> list[dict[str, Any]]:
     """Back up a PostgreSQL system's databases into its repositories."""
     policy = steps.Retention(
-        retention, retention_dry_run, retention_include_legacy, retention_days, kind
+        retention, retention_dry_run, retention_include_legacy, retention_days or None, kind
     )
     with Runbook("backup-postgres", system=system, config_path=config_path) as rb:
         with rb.step("load"):
             target = dr_load_target(
-                "postgres", system, connection, database, repositories, config_path
+                "postgres", system, connection, database, repositories, config_path, encrypt_to
             )
+        if kind == "hourly" and target.physical:
+            with rb.step("hourly dump") as step:
+                step.outcome = "skipped"
+                step.detail = (
+                    f"{target.system} is physical: its hourly protection is the incremental "
+                    "base backup and the archived WAL"
+                )
+            print(f"skipped: {step.detail}")
+            return []
         steps.clear_abandoned(rb, target)
         results = []
         for name in target.databases:

@@ -8,6 +8,7 @@ from typing import Any
 
 from dr_runbooks.repository import Manifest
 from dr_runbooks.targets import Target
+from dr_runbooks.text import human_size
 from flows.runbook import Runbook
 from tasks.repository import (
     repository_apply_retention,
@@ -104,6 +105,7 @@ def backup_row(
         "consistent_point": manifest.consistent_point.isoformat(),
         "size": data.size,
         "raw_size": data.raw_size,
+        "encrypted_to": manifest.recipients,
         **details,
         "repositories": ", ".join([target.primary.name, *copies]),
         "retention": pruned,
@@ -112,8 +114,15 @@ def backup_row(
 
 def publish_backups(rb: Runbook, title: str, results: list[dict[str, Any]]) -> None:
     """The backups taken, as a table artifact (retention details stay in the run's result)."""
-    rb.publish(
-        f"{rb.name}-{rb.system}",
-        title,
-        table=[{k: v for k, v in r.items() if k != "retention"} for r in results],
-    )
+    rb.publish(f"{rb.name}-{rb.system}", title, table=[_for_people(r) for r in results])
+
+
+def _for_people(row: dict[str, Any]) -> dict[str, Any]:
+    """A result row as the table shows it: sizes in words, the point to the second."""
+    shown = {k: v for k, v in row.items() if k not in ("retention", "size", "raw_size")}
+    shown["consistent point (UTC)"] = row["consistent_point"][:19].replace("T", " ")
+    del shown["consistent_point"]
+    shown["stored"] = human_size(row["size"])
+    if row.get("raw_size"):
+        shown["before compression"] = human_size(row["raw_size"])
+    return shown

@@ -420,10 +420,10 @@ def _restore_databases(
             result = database_failure_mongodb(
                 system=br.system,
                 database=database,
-                before=breach_time,
+                before=breach_time or "",
                 approved=True,
-                config_path=config_path,
-                incident_time=incident_time,
+                config_path=config_path or "",
+                incident_time=incident_time or "",
             )
         else:
             from flows.database_failure import database_failure
@@ -431,10 +431,10 @@ def _restore_databases(
             result = database_failure(
                 system=br.system,
                 database=database,
-                before=breach_time,
+                before=breach_time or "",
                 approved=True,
-                config_path=config_path,
-                incident_time=incident_time,
+                config_path=config_path or "",
+                incident_time=incident_time or "",
             )
         out.append(
             {

@@ -29,10 +29,11 @@ from prefect import flow
 from pydantic import Field
 
 from dr_runbooks.errors import BadInput
+from dr_runbooks.mongo.server import ServerStatus
 from dr_runbooks.repository import Backup, parse_time
-from dr_runbooks.text import markdown_table
+from dr_runbooks.text import human_duration, human_size, markdown_table
 from flows import parameters as p
-from flows.runbook import Runbook
+from flows.runbook import Runbook, runbook
 from tasks.config import dr_load_target
 from tasks.health import http_wait_healthy
 from tasks.mongodb import (
@@ -52,23 +53,24 @@ __all__ = ["database_failure_mongodb"]
 
 
 @flow(name="database-failure-mongodb", log_prints=True)
+@runbook
 def database_failure_mongodb(
-    system: str | None = p.SYSTEM,
-    database: str | None = p.DATABASE,
-    connection: str | None = p.CONNECTION,
-    source_path: str | None = Field(
-        None,
+    system: str = p.SYSTEM,
+    database: str = p.DATABASE,
+    connection: str = p.CONNECTION,
+    source_path: str = Field(
+        "",
         description="Restore from mongodump output on disk instead of a backup: an --archive "
         "file (plain or gzip), a dump directory, or a legacy backup_*.tar.gz.",
     ),
-    source_database: str | None = Field(
-        None, description="The database of the dump to restore (default: the same name)."
+    source_database: str = Field(
+        "", description="The database of the dump to restore (default: the same name)."
     ),
-    repository: str | None = p.REPOSITORY,
-    backup_id: str | None = p.BACKUP_ID,
-    before: str | None = p.BEFORE,
+    repository: str = p.REPOSITORY,
+    backup_id: str = p.BACKUP_ID,
+    before: str = p.BEFORE,
     replay_oplog: bool = Field(True, description="Replay the oplog the backup captured."),
-    health_url: str | None = p.HEALTH_URL,
+    health_url: str = p.HEALTH_URL,
     health_timeout_seconds: int = p.HEALTH_TIMEOUT,
     keep_old: bool = Field(
         True, description="Keep the replaced collections in `<db>__pre_restore_<ts>`."
@@ -76,8 +78,9 @@ def database_failure_mongodb(
     dry_run: bool = p.DRY_RUN,
     approved: bool = p.APPROVED,
     approval_timeout_seconds: int = p.APPROVAL_TIMEOUT,
-    incident_time: str | None = p.INCIDENT_TIME,
-    config_path: str | None = p.CONFIG_PATH,
+    incident_time: str = p.INCIDENT_TIME,
+    severity: p.Severity = p.severity("Critical"),
+    config_path: str = p.CONFIG_PATH,
 ) -> dict[str, Any]:
     """Restore a MongoDB database from its repository and verify it (the plan's Scenario 1)."""
     with Runbook(
@@ -111,7 +114,7 @@ def database_failure_mongodb(
         plan = _plan(
             target.system,
             name,
-            status.database_exists,
+            status,
             backup,
             source_path,
             stamp,
@@ -182,7 +185,7 @@ def database_failure_mongodb(
 def _plan(
     system: str,
     database: str,
-    exists: bool | None,
+    status: ServerStatus,
     backup: Backup | None,
     source_path: str | None,
     stamp: str,
@@ -198,7 +201,7 @@ def _plan(
     old = f"{database}__pre_restore_{stamp}"
     moved = (
         f"move the collections of {database} to {old}" + ("" if keep_old else " (dropped)")
-        if exists
+        if status.database_exists
         else f"{database} does not exist yet"
     )
     rows = [
@@ -208,11 +211,23 @@ def _plan(
         {"step": "oplog", "what": "replay to the consistent point" if replay_oplog else "skip"},
         {"step": "swap", "what": f"{moved}; move the restored collections into {database}"},
     ]
-    heading = (
-        f"Backup **{backup.id}**, consistent point {backup.consistent_point.isoformat()}."
-        if backup is not None
-        else f"mongodump output **{source_path}** (its consistent point is unknown)."
+    kind = f"replica set {status.replica_set}" if status.replica_set else "standalone"
+    found = (
+        f"{database} has {status.collections} collections"
+        if status.database_exists
+        else f"{database} is **missing**"
     )
+    if backup is not None:
+        age = datetime.now(UTC) - backup.consistent_point
+        point = f"{backup.consistent_point:%Y-%m-%d %H:%M:%S} UTC"
+        heading = (
+            f"**Backup** {backup.id}: consistent point {point}, **{human_duration(age)} old**, "
+            f"{human_size(backup.size)}.\n\n**Data lost**: everything written to {database} "
+            f"after {point} is not in this backup."
+        )
+    else:
+        heading = f"mongodump output **{source_path}** (its consistent point is unknown)."
+    heading = f"**Assessment**: MongoDB {status.server_version} ({kind}); {found}.\n\n{heading}"
     return (
         f"# Restore plan: {system} / {database} (MongoDB)\n\n"
         f"{heading} Stop the application first: the swap is collection by collection.\n\n"

@@ -27,18 +27,19 @@ from pydantic import Field
 from flows import azure_parameters as az_p
 from flows import parameters as p
 from flows import site_steps as steps
-from flows.runbook import Runbook
+from flows.runbook import Runbook, runbook
 from tasks.azure import azure_load_system
 
 __all__ = ["region_failback"]
 
 
 @flow(name="region-failback", log_prints=True)
+@runbook
 def region_failback(
     system: str = az_p.SYSTEM,
-    target_server: str | None = az_p.TARGET_SERVER,
-    restore_time: str | None = Field(
-        None,
+    target_server: str = az_p.TARGET_SERVER,
+    restore_time: str = Field(
+        "",
         description="Bring the DR database back as of this time (ISO 8601; default: its "
         "latest backup).",
     ),
@@ -47,8 +48,9 @@ def region_failback(
     dry_run: bool = p.DRY_RUN,
     approved: bool = p.APPROVED,
     approval_timeout_seconds: int = p.APPROVAL_TIMEOUT,
-    incident_time: str | None = p.INCIDENT_TIME,
-    config_path: str | None = p.CONFIG_PATH,
+    incident_time: str = p.INCIDENT_TIME,
+    severity: p.Severity = p.severity("Medium"),
+    config_path: str = p.CONFIG_PATH,
 ) -> dict[str, Any]:
     """Return a system from its DR region to the primary region."""
     with Runbook(

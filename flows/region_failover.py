@@ -32,28 +32,30 @@ from pydantic import Field
 from flows import azure_parameters as az_p
 from flows import parameters as p
 from flows import site_steps as steps
-from flows.runbook import Runbook
+from flows.runbook import Runbook, runbook
 from tasks.azure import azure_load_system
 
 __all__ = ["region_failover"]
 
 
 @flow(name="region-failover", log_prints=True)
+@runbook
 def region_failover(
     system: str = az_p.SYSTEM,
-    restore_time: str | None = Field(
-        None,
+    restore_time: str = Field(
+        "",
         description="Restore the database to this time (ISO 8601; UTC when no zone is "
         "given). Default: the latest geo-backup.",
     ),
-    target_server: str | None = az_p.TARGET_SERVER,
+    target_server: str = az_p.TARGET_SERVER,
     health_timeout_seconds: int = p.HEALTH_TIMEOUT,
     restore_timeout_seconds: int = az_p.RESTORE_TIMEOUT,
     dry_run: bool = p.DRY_RUN,
     approved: bool = p.APPROVED,
     approval_timeout_seconds: int = p.APPROVAL_TIMEOUT,
-    incident_time: str | None = p.INCIDENT_TIME,
-    config_path: str | None = p.CONFIG_PATH,
+    incident_time: str = p.INCIDENT_TIME,
+    severity: p.Severity = p.severity("Critical"),
+    config_path: str = p.CONFIG_PATH,
 ) -> dict[str, Any]:
     """Fail a system over to its DR region (the plan's Scenario 2, Azure region failure)."""
     with Runbook(

@@ -34,7 +34,7 @@ from dr_runbooks.text import markdown_table
 from flows import azure_parameters as az_p
 from flows import breach_steps as steps
 from flows import parameters as p
-from flows.runbook import Runbook
+from flows.runbook import Runbook, runbook
 from tasks.azure import azure_load_system
 from tasks.breach import dr_load_breach, prefect_run_launcher
 
@@ -42,15 +42,16 @@ __all__ = ["security_breach"]
 
 
 @flow(name="security-breach", log_prints=True)
+@runbook
 def security_breach(
     system: str = az_p.SYSTEM,
-    breach_time: str | None = Field(
-        None,
+    breach_time: str = Field(
+        "",
         description="When the breach began (ISO 8601; UTC when no zone is given): the restore "
         "takes the last backup before it.",
     ),
-    known_good: str | None = Field(
-        None,
+    known_good: str = Field(
+        "",
         description="Last known-good commit of the configuration repository (default: "
         "`known_good` in dr.yaml).",
     ),
@@ -66,8 +67,9 @@ def security_breach(
     dry_run: bool = p.DRY_RUN,
     approved: bool = p.APPROVED,
     approval_timeout_seconds: int = p.APPROVAL_TIMEOUT,
-    incident_time: str | None = p.INCIDENT_TIME,
-    config_path: str | None = p.CONFIG_PATH,
+    incident_time: str = p.INCIDENT_TIME,
+    severity: p.Severity = p.severity("Critical"),
+    config_path: str = p.CONFIG_PATH,
 ) -> dict[str, Any]:
     """Contain a security breach, keep the evidence, restore, rotate secrets, resume, audit
     (the plan's Scenario 4)."""

@@ -485,12 +485,12 @@ def _restore_from_repository(
     sites = sw.az.sites
     result = database_failure(
         system=sw.system,
-        connection=sites.dr_connection if sw.to_dr else None,
-        repository=sites.dr_repository if sw.to_dr else None,
-        before=restore_time,
+        connection=(sites.dr_connection if sw.to_dr else None) or "",
+        repository=(sites.dr_repository if sw.to_dr else None) or "",
+        before=restore_time or "",
         approved=True,
-        config_path=config_path,
-        incident_time=incident_time,
+        config_path=config_path or "",
+        incident_time=incident_time or "",
     )
     point = result.get("consistent_point")
     return datetime.fromisoformat(point) if point else None

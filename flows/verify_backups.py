@@ -11,6 +11,12 @@ For each protected system and database:
    temporary database afterwards, also when verification fails (and any a crashed run left).
 5. Record the result next to the backup in the repository.
 
+For a system marked ``physical`` the cluster's protection is verified too: the WAL chain from
+the newest base backup to the newest archived segment has no gap; that base backup, plus the
+archived WAL, recovers to the end of the archive in a new cluster on a side port (fetched,
+``pg_verifybackup``-checked, replayed and promoted, then stopped and removed); the newest
+archived segment's age is the RPO achieved.
+
 A server that cannot be reached fails that system's verification and the others are still
 checked. Any failure or stale backup sends one notification and fails the run, after every
 system has been checked.
@@ -18,27 +24,32 @@ system has been checked.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from pydantic import Field
 
-from dr_runbooks.config import load_config
+from dr_runbooks.config import find_config, load_config
 from dr_runbooks.errors import DRError, RestoreVerificationFailed
 from dr_runbooks.locks import Holder, database_lock, hold, verification_lock
 from dr_runbooks.mongo.connection import MongoConnInfo
-from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.postgres.connection import ConnInfo, free_port
+from dr_runbooks.postgres.pitr import RecoveryTarget
 from dr_runbooks.postgres.server import side_name
 from dr_runbooks.repository import Backup
 from dr_runbooks.targets import Connection, Target
 from dr_runbooks.text import first_line, human_duration
 from flows import parameters as p
-from flows.runbook import Runbook
+from flows.runbook import Runbook, runbook
 from tasks._runtime import logger
 from tasks.config import dr_load_target, dr_load_verify_server
 from tasks.mongodb import mongodb_drop_leftover_verifications, mongodb_verify_backup
+from tasks.physical import pitr_restore, pitr_stop, wal_chain_check
 from tasks.postgres import (
     postgres_drop_database,
     postgres_drop_leftovers,
@@ -58,17 +69,18 @@ __all__ = ["verify_backups"]
 
 
 @flow(name="verify-backups", log_prints=True)
+@runbook
 def verify_backups(
-    systems: list[str] | None = Field(
-        None, description="Systems to verify (default: every system in dr.yaml)."
+    systems: list[str] = Field(
+        [], description="Systems to verify (default: every system in dr.yaml)."
     ),
-    verify_server: str | None = Field(
-        None,
-        description="Where to test-restore: a PostgresDatabase block name or env:VAR with "
-        "a DSN (default: the system's verify_server_env, else its own server).",
+    verify_server: str = Field(
+        "",
+        description="Where to test-restore: a connection block's name, or `env:VAR` with a "
+        "DSN or URI (default: the system's `verify_server_env`, else its own server).",
     ),
     notify: bool = Field(True, description="Send a notification when anything fails."),
-    config_path: str | None = p.CONFIG_PATH,
+    config_path: str = p.CONFIG_PATH,
 ) -> list[dict[str, Any]]:
     """Prove the newest backup of every protected system restorable, and record it."""
     label = ", ".join(systems) if systems else "every system"
@@ -85,6 +97,9 @@ def verify_backups(
             for database in databases:
                 with rb.step(f"verify {name}/{database}"):
                     results.append(_verify_one(rb, target, server, database))
+            if target.physical:
+                with rb.step(f"verify {name} base backup and WAL"):
+                    results.append(_verify_physical(target, config_path))
         bad = [r for r in results if r["outcome"] != "ok"]
         rb.publish(
             "verify-backups",
@@ -245,6 +260,73 @@ def _test_restore_mongodb(
             f"{result['documents']} documents matching the manifest"
         )
     return outcome
+
+
+def _verify_physical(target: Target, config_path: str) -> dict[str, Any]:
+    """The WAL chain, and a test recovery of the newest base backup to the end of the archive
+    on a side port; a gap, a damaged object or a recovery that fails is a failed result."""
+    now = datetime.now(UTC)
+    repository = target.primary
+    result: dict[str, Any] = {
+        "system": target.system,
+        "database": "(cluster: base backup + WAL)",
+        "repository": repository.name,
+        "backup_id": None,
+        "age": "n/a",
+        "outcome": "ok",
+        "detail": "",
+        "started": now.isoformat(),
+    }
+    try:
+        chain = wal_chain_check(repository, target.system)
+    except DRError as exc:  # no base backup yet, or the repository away
+        result.update(outcome="missing", detail=first_line(exc))
+        return result
+    if chain.newest_archived is not None:
+        result["age"] = human_duration(now - chain.newest_archived)
+    if chain.missing:
+        result.update(
+            outcome="failed",
+            detail=f"the WAL chain has a gap: {chain.missing[0]} is not archived "
+            f"({len(chain.missing)} missing); recovery past it is impossible",
+        )
+        return result
+    workdir = Path(tempfile.mkdtemp(prefix="dr-verify-pitr-"))
+    workdir.chmod(0o755)  # the test cluster runs as an unprivileged OS user when we are root
+    pgdata = workdir / "pgdata"
+    found = Path(config_path) if config_path else find_config()
+    try:
+        summary = pitr_restore(
+            repository,
+            target.system,
+            RecoveryTarget("latest"),
+            str(pgdata),
+            free_port(),
+            [repository.name] if target.declared else [repository.store.location],
+            str(found.absolute()) if found else None,
+        )
+    except DRError as exc:
+        result.update(outcome="failed", detail=f"test recovery: {first_line(exc)}")
+        return result
+    finally:
+        pitr_stop(str(pgdata), return_state=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["backup_id"] = summary["backups"][-1] if summary["backups"] else None
+    rpo = target.config.objectives.rpo.database
+    age = now - chain.newest_archived if chain.newest_archived else None
+    recovered = (
+        f"recovered {', '.join(summary['backups'])} + WAL to {summary['reached_time']} "
+        f"(LSN {summary['reached_lsn']})"
+    )
+    if age is not None and age > rpo:
+        result.update(
+            outcome="stale",
+            detail=f"newest archived WAL {human_duration(age)} old, objective "
+            f"{human_duration(rpo)}: is archive_command failing? ({recovered})",
+        )
+    else:
+        result["detail"] = recovered
+    return result
 
 
 _TEST_RESTORE: dict[str, Callable[[Runbook, Target, Connection, Backup, str], dict[str, Any]]] = {

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import ProgressArtifact, update_progress_artifact
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
@@ -27,8 +28,9 @@ from dr_runbooks.errors import (
     VerificationFailed,
 )
 from dr_runbooks.redaction import install_log_redaction
+from dr_runbooks.text import human_size
 
-__all__ = ["logger", "reported_progress"]
+__all__ = ["logger", "reported_progress", "transient_only"]
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -39,25 +41,18 @@ def logger() -> logging.Logger | logging.LoggerAdapter[Any]:
         return logging.getLogger("dr_runbooks")
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 @contextmanager
 def reported_progress(step: str, every: float = 5.0) -> Iterator[None]:
-    """Publish the progress of ``step`` as a Prefect progress artifact and a log line every
-    ``every`` seconds (bytes done, rate; a percentage when the size is known)."""
+    """Publish the progress of ``step`` as a Prefect progress artifact (on the flow run) and a
+    log line every ``every`` seconds: bytes done, and once there is one, the rate; a
+    percentage when the size is known."""
     log = logger()
     state: dict[str, Any] = {"last": 0.0, "artifact": None, "begun": time.monotonic()}
     lock = threading.Lock()
 
     def listener(name: str, done: int, total: int | None) -> None:
-        if name != step:
-            return
+        if name != step or done == 0:
+            return  # nothing moved yet: no "0 B at 0 B/s"
         now = time.monotonic()
         with lock:
             if now - state["last"] < every and not (total and done >= total):
@@ -68,22 +63,34 @@ def reported_progress(step: str, every: float = 5.0) -> Iterator[None]:
         log.info(
             "%s: %s%s at %s/s",
             step,
-            _size(done),
-            f" of {_size(total)} ({percent:.0f}%)" if total else "",
-            _size(done / elapsed),
+            human_size(done),
+            f" of {human_size(total)} ({percent:.0f}%)" if total else "",
+            human_size(done / elapsed),
         )
         if percent is None:
             return
-        try:
-            if state["artifact"] is None:
-                state["artifact"] = create_progress_artifact(percent, description=step)
-            else:
-                update_progress_artifact(state["artifact"], percent)
-        except Exception:  # progress is a courtesy; never fail a step over it
-            pass
+        with contextlib.suppress(Exception):  # progress is a courtesy; never fail a step on it
+            _publish_progress(state, step, percent)
 
     with progress.listening(listener):
         yield
+
+
+def _publish_progress(state: dict[str, Any], step: str, percent: float) -> None:
+    if state["artifact"] is not None:
+        update_progress_artifact(state["artifact"], percent)
+        return
+    task_run = getattr(TaskRunContext.get(), "task_run", None)
+    flow_run = getattr(FlowRunContext.get(), "flow_run", None)
+    artifact = ProgressArtifact(
+        progress=percent,
+        key=f"progress-{step}".replace("_", "-").lower(),
+        description=f"{step} progress",
+        task_run_id=task_run.id if task_run else None,
+        flow_run_id=task_run.flow_run_id if task_run else flow_run.id if flow_run else None,
+    )
+    created: Any = artifact.create()  # synchronous here: called from a task's thread
+    state["artifact"] = created.id
 
 
 _FINAL = (
@@ -111,24 +118,3 @@ def transient_only(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return True
     return True
-
-
-def ensure_concurrency_limit(name: str, limit: int = 1) -> str:
-    """Create the global concurrency limit ``name`` if it does not exist yet; return the name.
-
-    Prefect's ``concurrency()`` silently does not limit anything when the limit is missing, so
-    the runbooks create theirs before using them.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with contextlib.suppress(ObjectAlreadyExists):  # created meanwhile by another run
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=limit)
-                )
-    return name

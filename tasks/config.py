@@ -6,6 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks import PREFECT_BLOCKS
+from blocks.age import AGE_SECRETS
 from dr_runbooks.config import load_config
 from dr_runbooks.targets import Connection, Target, resolve_target, verify_server_for
 from tasks._runtime import logger
@@ -21,11 +22,21 @@ def dr_load_target(
     database: str | None = None,
     repositories: list[str] | None = None,
     config_path: str | None = None,
+    encrypt_to: list[str] | None = None,
 ) -> Target:
-    """Resolve the system's connection, databases and repositories (no retries: bad input)."""
+    """Resolve the system's connection, databases and repositories (no retries: bad input);
+    ``encrypt_to`` adds age recipients to every repository's."""
     config = load_config(config_path)
     target = resolve_target(
-        config, engine, system, connection, database, repositories, blocks=PREFECT_BLOCKS
+        config,
+        engine,
+        system,
+        connection,
+        database,
+        repositories,
+        blocks=PREFECT_BLOCKS,
+        secrets=AGE_SECRETS,
+        encrypt_to=encrypt_to,
     )
     logger().info(
         "system %s (%s): %s, databases %s, repositories %s",
@@ -33,7 +44,10 @@ def dr_load_target(
         target.engine,
         target.conninfo.describe(),
         ", ".join(target.databases) or "(all on the server)",
-        ", ".join(r.name for r in target.repositories),
+        ", ".join(
+            r.name + (f" (encrypted to {len(r.encrypt_to)} recipients)" if r.encrypt_to else "")
+            for r in target.repositories
+        ),
     )
     return target
 

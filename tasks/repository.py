@@ -34,7 +34,8 @@ def repository_choose_backup(
     before: datetime | None = None,
 ) -> Backup:
     """The backup to restore: an id, the latest before a time, or the latest (by consistent
-    point, never by listing order)."""
+    point, never by listing order). An encrypted one only with an identity that decrypts it,
+    found now, before anything is touched."""
     backup = repository.find(engine, system, database, backup_id=backup_id, before=before)
     logger().info(
         "chose backup %s (consistent point %s, %d bytes) from %s",
@@ -43,6 +44,9 @@ def repository_choose_backup(
         backup.size,
         repository.name,
     )
+    identity = repository.identity_for(backup)
+    if identity is not None:
+        logger().info("backup %s is encrypted; it decrypts with %s", backup.id, identity)
     return backup
 
 
@@ -84,16 +88,23 @@ def repository_apply_retention(
         kind=kind,
     )
     log = logger()
+    deleted, protected = [], {b.id: reason for b, reason in plan.protected}
     for backup in plan.delete:
         if dry_run:
             log.info("retention (dry run) would delete %s from %s", backup.id, repository.name)
+            deleted.append(backup.id)
+        elif reason := repository.delete_backup(backup):
+            protected[backup.id] = reason
         else:
-            repository.delete_backup(backup)
             log.info("retention deleted %s from %s", backup.id, repository.name)
+            deleted.append(backup.id)
+    for backup_id, reason in protected.items():
+        log.info("retention leaves %s in %s: %s", backup_id, repository.name, reason)
     return {
         "repository": repository.name,
         "kept": [b.id for b in plan.keep],
-        "deleted" if not dry_run else "would_delete": [b.id for b in plan.delete],
+        "deleted" if not dry_run else "would_delete": deleted,
+        "protected": protected,
     }
 
 

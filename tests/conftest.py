@@ -20,12 +20,21 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("DR_CONFIG", None)
 os.environ["DR_STATE_DIR"] = os.path.join(_PREFECT_HOME, "dr-state")
+# A CLI test without PREFECT_API_URL starts the shared local server: it must not outlive us.
+os.environ["DR_LOCAL_SERVER_IDLE_MINUTES"] = "3"
 
 import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from dr_runbooks.postgres.connection import ConnInfo  # noqa: E402
 from tests.azurite import Azurite  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the shared local Prefect server a CLI test may have started."""
+    from cli.prefect_server import SharedServer
+
+    SharedServer().stop()
 
 
 @pytest.fixture(scope="session")

@@ -93,3 +93,35 @@ def test_prefect_block_register_works_from_the_repo_root(prefect_server: None) -
         "dr-local-backup-repository",
         "dr-azure-backup-repository",
     } <= slugs
+
+
+def test_secret_fields_are_masked_in_the_ui_form_and_empty_means_not_given() -> None:
+    from blocks import AzureBackupRepository, MongoDatabase, PostgresDatabase
+    from blocks.azure import AzureCredentials
+
+    for block in (PostgresDatabase, MongoDatabase, AzureBackupRepository, AzureCredentials):
+        secrets = block.model_fields.items()
+        schema = block.model_json_schema()["properties"]
+        for name, field in secrets:
+            if "SecretStr" not in str(field.annotation):
+                continue
+            rendered = schema[name]
+            # A masked password box, not a choice between a text box and "None".
+            assert rendered.get("format") == "password" and "anyOf" not in rendered, name
+            assert rendered.get("description"), name
+    assert PostgresDatabase(dsn="", host="db", password="").password is None
+    assert PostgresDatabase(host="db", password="s3cret").password is not None
+
+
+def test_repository_blocks_encrypt_to_their_recipients(tmp_path: Path) -> None:
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    block = LocalBackupRepository(path=str(tmp_path), encrypt_to=[recipient])
+    assert block.get_repository().encrypt_to == (recipient,)
+    with pytest.raises(ValidationError, match="is not an age recipient"):
+        LocalBackupRepository(path=str(tmp_path), encrypt_to=["age1nope"])
+    with pytest.raises(ValidationError) as caught:
+        AzureBackupRepository(container="c", account_url="https://a", encrypt_to=[str(identity)])
+    assert "private key" in str(caught.value) and str(identity) not in str(caught.value)

@@ -254,3 +254,39 @@ def test_a_system_of_the_other_engine_is_bad_input(tmp_path: Path) -> None:
     result = dr("backup", "postgres", "--system", "docs", cwd=tmp_path)
     assert result.returncode == 2
     assert "is a mongodb system, not postgres" in one_error_line(result)
+
+
+def test_backup_ids_are_never_cut_in_an_80_column_terminal(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from dr_runbooks.repository import Manifest, ObjectEntry, Repository, new_backup_id
+    from dr_runbooks.storage import LocalStore
+
+    repository = Repository(LocalStore(tmp_path / "repo"))
+    made = []
+    for database in ("orders", "a_database_with_a_rather_long_name_indeed"):
+        backup_id = new_backup_id()
+        prefix = repository.begin("postgres", "a-system-name-of-some-length", database, backup_id)
+        repository.store.put_bytes(prefix + "data", b"x" * 10)
+        now = datetime.now(UTC)
+        repository.commit(
+            prefix,
+            Manifest(
+                id=backup_id,
+                engine="postgres",
+                system="a-system-name-of-some-length",
+                database=database,
+                started=now,
+                finished=now,
+                consistent_point=now,
+                objects=[ObjectEntry(name="data", size=10, sha256="0" * 64)],
+            ),
+        )
+        made.append(backup_id)
+
+    listed = dr("backups", "list", "--repo", str(tmp_path / "repo"), env={"COLUMNS": "80"})
+
+    assert listed.returncode == 0, listed.stderr
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 80
+    for backup_id in made:
+        assert backup_id in listed.stdout  # whole, on one line

@@ -142,3 +142,108 @@ def test_the_cron_trap_is_real() -> None:
     """Why the drills use RRules: cron ORs day-of-month and day-of-week."""
     times = fire_times({"cron": "0 6 1-7 * 6", "timezone": "UTC"}, end=START + timedelta(days=62))
     assert any(t.day > 7 for t in times)
+
+
+def test_every_deployment_says_whether_it_is_scheduled_and_schedules_start_paused() -> None:
+    for name, spec in by_name().items():
+        assert "schedules" in spec, f"{name}: say `schedules: []` (else deploy asks on a terminal)"
+        for schedule in spec["schedules"]:
+            assert schedule.get("active") is False, f"{name}: a schedule must start paused"
+
+
+def _descriptions() -> list[tuple[str, str]]:
+    found = []
+    for name in sorted(by_name()):
+        entrypoint = by_name()[name]["entrypoint"]
+        flow = load_flow_from_entrypoint(str(ROOT / entrypoint), use_placeholder_flow=False)
+        for param, schema in flow.parameters.model_dump()["properties"].items():
+            found.append((f"{name}.{param}", str(schema.get("description") or "")))
+    return found
+
+
+def test_parameter_descriptions_render_as_written_in_the_ui() -> None:
+    # The UI renders descriptions as markdown with HTML: <db> vanishes, __x__ turns italic.
+    import re
+
+    for where, text in _descriptions():
+        outside_code = re.sub(r"`[^`]*`", "", text)
+        assert "<" not in outside_code and ">" not in outside_code, (where, text)
+        assert "__" not in outside_code, (where, text)
+
+
+@pytest.mark.slow
+def test_the_whole_file_deploys_on_a_terminal_without_a_question(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "DR_RUNBOOKS_HOME": str(ROOT),
+    }
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    subprocess.run(
+        [prefect, "work-pool", "create", "dr-pool", "--type", "process"],
+        env=env,
+        capture_output=True,
+    )
+    primary, secondary = pty.openpty()  # a terminal, where a question would wait for an answer
+    process = subprocess.Popen(
+        [prefect, "deploy", "--all"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        cwd=ROOT,
+    )
+    os.close(secondary)
+    output = b""
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if select.select([primary], [], [], 1)[0]:
+            try:
+                output += os.read(primary, 65536)
+            except OSError:
+                break
+    if process.poll() is None:
+        process.kill()
+    text = output.decode(errors="replace")
+    assert process.wait() == 0, text[-2000:]
+    assert "[y/n]" not in text and "?" not in text.split("Deploying", 1)[0], text[-2000:]
+    with get_client(sync_client=True) as client:
+        for name, spec in by_name().items():
+            flow = load_flow_from_entrypoint(
+                str(ROOT / spec["entrypoint"]), use_placeholder_flow=False
+            )
+            deployment = client.read_deployment_by_name(f"{flow.name}/{name}")
+            assert len(deployment.schedules) == len(spec["schedules"]), name
+            assert all(not s.active for s in deployment.schedules), name
+
+
+def test_run_forms_ask_plainly_required_is_required_and_choices_are_choices() -> None:
+    for name in sorted(by_name()):
+        entrypoint = by_name()[name]["entrypoint"]
+        flow = load_flow_from_entrypoint(str(ROOT / entrypoint), use_placeholder_flow=False)
+        schema = flow.parameters.model_dump()
+        for param, field in schema["properties"].items():
+            # anyOf [string, null] shows a type picker and "Property is type None".
+            options = [o.get("type") for o in field.get("anyOf", [])]
+            assert "null" not in options, f"{name}.{param}: use '' rather than None"
+        if "system" in schema["properties"]:
+            assert "system" in schema.get("required", []), f"{name}: system is required"
+    backup = load_flow_from_entrypoint(
+        str(ROOT / "flows/backup_postgres.py:backup_postgres"), use_placeholder_flow=False
+    )
+    kind = backup.parameters.model_dump()["properties"]["kind"]
+    definitions = backup.parameters.model_dump()["definitions"]
+    enum = kind.get("enum") or definitions[kind["$ref"].rsplit("/", 1)[1]]["enum"]
+    assert set(enum) >= {"full", "hourly", "manual"}

@@ -4,7 +4,8 @@ The backup writes, in order: the in-progress marker, ``data.archive.zst`` (the m
 format, zstd-compressed on the fly, sha256 computed as it streams), then the manifest. If
 anything fails, the partial objects are removed and no manifest is written, so the attempt never
 shows up as a backup. Decompressed, ``data.archive.zst`` is what ``mongorestore --archive``
-reads.
+reads. Into a repository with ``encrypt_to`` it is encrypted with age after compression, as it
+streams, and stored as ``data.archive.zst.age`` (``age -d … | zstd -d | mongorestore --archive``).
 
 Two engines write the same thing:
 
@@ -44,11 +45,17 @@ from typing import Any, Literal
 import bson
 from bson.raw_bson import RawBSONDocument
 
-from dr_runbooks import progress
+from dr_runbooks import crypto, progress
 from dr_runbooks.errors import DRError, DumpFailed, InvalidArchive, OperationFailed
 from dr_runbooks.processes import die_with_parent
 from dr_runbooks.redaction import redact
-from dr_runbooks.repository import Manifest, ObjectEntry, Repository, new_backup_id
+from dr_runbooks.repository import (
+    Manifest,
+    ObjectEncryption,
+    ObjectEntry,
+    Repository,
+    new_backup_id,
+)
 from dr_runbooks.streams import Digest, compress, hashed
 from dr_runbooks.text import first_line
 
@@ -494,9 +501,12 @@ def backup_database(
                 archive = _tools_archive(conninfo, database, server, written)
             raw, stored = Digest(), Digest()
             chunks = progress.counted("dump", hashed(archive, raw))
-            size = repository.store.put(
-                prefix + DATA, hashed(compress(chunks, level=compression_level), stored)
-            )
+            packed = compress(chunks, level=compression_level)
+            recipients = repository.encrypt_to
+            if recipients:
+                packed = crypto.encrypt(packed, recipients)
+            name = DATA + crypto.SUFFIX if recipients else DATA
+            size = repository.store.put(prefix + name, hashed(packed, stored))
             if size != stored.size:
                 raise OperationFailed(f"{prefix}{DATA}: stored {size} bytes, sent {stored.size}")
             per_collection = server.replica_set is None or written.oplog is None
@@ -517,11 +527,14 @@ def backup_database(
                 consistency="per-collection" if per_collection else "oplog",
                 objects=[
                     ObjectEntry(
-                        name=DATA,
+                        name=name,
                         size=stored.size,
                         sha256=stored.sha256,
                         raw_size=raw.size,
                         format="mongodump archive",
+                        encryption=ObjectEncryption(recipients=list(recipients))
+                        if recipients
+                        else None,
                     )
                 ],
                 tables=written.counts,

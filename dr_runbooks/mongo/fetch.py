@@ -4,17 +4,18 @@ output given as a path."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dr_runbooks import progress
+from dr_runbooks import crypto, progress
 from dr_runbooks.errors import (
     BadInput,
     ChecksumMismatch,
 )
 from dr_runbooks.processes import MONGODB_WORKDIR_PREFIX, owned_workdir
 from dr_runbooks.repository import Backup, Manifest, Repository
-from dr_runbooks.streams import Digest, hashed, read_chunks
+from dr_runbooks.streams import Digest, consume_aside, hashed, read_chunks
 
 from .backup import DATA
 from .model import Dump
@@ -55,11 +56,15 @@ def fetch_backup(
 ) -> FetchedDump:
     """Download a backup, verifying its size and sha256 against the manifest.
 
-    The archive stays zstd-compressed on disk (``open_dump`` reads it as it is). Raises
-    :class:`ChecksumMismatch`, leaving nothing behind, if it differs from the manifest: this
-    happens before any server is touched. A legacy ``backup_*.tar.gz`` has no manifest; it is
-    checked when :func:`plan_restore` reads it.
+    The archive stays zstd-compressed on disk (``open_dump`` reads it as it is); an encrypted
+    one is decrypted on the way, with an identity from the repository's keyring found before
+    anything is downloaded (else :class:`~dr_runbooks.errors.IdentityRequired`). Raises
+    :class:`ChecksumMismatch`, leaving nothing behind, if it differs from the manifest (checked
+    on the stored bytes, before any decryption error is reported): this happens before any
+    server is touched. A legacy ``backup_*.tar.gz`` has no manifest; it is checked when
+    :func:`plan_restore` reads it.
     """
+    identity = repository.identity_for(backup)
     directory = owned_workdir(WORKDIR_PREFIX, workdir)
     try:
         if backup.legacy_key:
@@ -73,16 +78,28 @@ def fetch_backup(
         entry = manifest.object(DATA)
         path = directory / DATA
         digest = Digest()
-        with repository.store.open(backup.prefix + DATA) as handle, path.open("wb") as out:
-            chunks = progress.counted("download", read_chunks(handle), entry.size)
-            for chunk in hashed(chunks, digest):
-                out.write(chunk)
+        failure: BaseException | None = None
+        with repository.store.open(backup.prefix + entry.name) as handle, path.open("wb") as out:
+            chunks = hashed(progress.counted("download", read_chunks(handle), entry.size), digest)
+            if entry.encryption is not None and identity is not None:
+                key = identity
+
+                def write(stored: Iterator[bytes]) -> None:
+                    for piece in crypto.decrypt(stored, key, entry.name):
+                        out.write(piece)
+
+                failure = consume_aside(chunks, write, name="dr-decrypt")
+            else:
+                for chunk in chunks:
+                    out.write(chunk)
         if digest.size != entry.size or digest.sha256 != entry.sha256:
             raise ChecksumMismatch(
-                f"backup {manifest.id}: {DATA} is corrupt (size {digest.size}, sha256 "
+                f"backup {manifest.id}: {entry.name} is corrupt (size {digest.size}, sha256 "
                 f"{digest.sha256[:16]}…; manifest: size {entry.size}, sha256 "
                 f"{entry.sha256[:16]}…)"
             )
+        if failure is not None:
+            raise failure
         return FetchedDump(path, backup, directory)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)

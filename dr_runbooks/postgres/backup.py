@@ -4,6 +4,13 @@ The backup writes, in order: the in-progress marker, ``data.dump.zst`` (pg_dump'
 zstd-compressed on the fly, sha256 computed as it streams), ``roles.json``, then the manifest. If
 anything fails (pg_dump's exit status, a count, an upload), the partial objects are removed and no
 manifest is written, so the attempt never shows up as a backup.
+
+Into a repository with ``encrypt_to``, both objects are encrypted with age after compression,
+as they stream, and stored as ``data.dump.zst.age`` and ``roles.json.age``; the checksums are
+of what is stored. Decrypted, they are exactly the plain objects, so a backup can be restored
+without this project (docs/encryption.md)::
+
+    age -d -i identity.txt data.dump.zst.age | zstd -d > data.dump && pg_restore -d … data.dump
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import shutil
 import threading
 from collections.abc import Iterator
@@ -20,17 +26,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from dr_runbooks import progress
+from dr_runbooks import crypto, progress
 from dr_runbooks.errors import ChecksumMismatch, DumpFailed, OperationFailed
 from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.postgres.dump import DumpStream
 from dr_runbooks.postgres.snapshot import DatabaseSettings, exported_snapshot
 from dr_runbooks.postgres.tools import tool_version
 from dr_runbooks.processes import POSTGRES_WORKDIR_PREFIX, owned_workdir
-from dr_runbooks.repository import Backup, Manifest, ObjectEntry, Repository, new_backup_id
-from dr_runbooks.streams import Digest, compress, hashed, read_chunks
+from dr_runbooks.repository import (
+    Backup,
+    Manifest,
+    ObjectEncryption,
+    ObjectEntry,
+    Repository,
+    new_backup_id,
+)
+from dr_runbooks.streams import Digest, compress, consume_aside, decompress, hashed, read_chunks
 from dr_runbooks.text import first_line
 
 __all__ = [
@@ -65,9 +76,13 @@ def backup_database(
     compression_level: int = 3,
     backup_id: str | None = None,
 ) -> Manifest:
-    """Dump ``database`` into ``repository`` and commit it; return the manifest."""
+    """Dump ``database`` into ``repository`` and commit it (encrypted to the repository's
+    ``encrypt_to``, if any); return the manifest."""
     started = datetime.now(UTC)
     backup_id = backup_id or new_backup_id(started)
+    recipients = repository.encrypt_to
+    encryption = ObjectEncryption(recipients=list(recipients)) if recipients else None
+    suffix = crypto.SUFFIX if recipients else ""
     with exported_snapshot(conninfo, database, role_passwords) as snapshot:
         prefix = repository.begin("postgres", system, database, backup_id)
         try:
@@ -87,8 +102,11 @@ def backup_database(
             try:
                 chunks = progress.counted("dump", hashed(dump, raw))
                 compressed = compress(chunks, level=compression_level)
+                if recipients:
+                    compressed = crypto.encrypt(compressed, recipients)
                 size = repository.store.put(
-                    prefix + DATA, hashed(progress.counted("upload", compressed), stored)
+                    prefix + DATA + suffix,
+                    hashed(progress.counted("upload", compressed), stored),
                 )
             finally:
                 dump.kill()
@@ -100,7 +118,9 @@ def backup_database(
             if size != stored.size:
                 raise OperationFailed(f"{prefix}{DATA}: stored {size} bytes, sent {stored.size}")
             roles = json.dumps(snapshot.roles, indent=2).encode()
-            repository.store.put_bytes(prefix + ROLES, roles)
+            if recipients:
+                roles = crypto.encrypt_bytes(roles, recipients)
+            repository.store.put_bytes(prefix + ROLES + suffix, roles)
             roles_digest = Digest()
             roles_digest.update(roles)
             manifest = Manifest(
@@ -116,13 +136,19 @@ def backup_database(
                 consistent_point=snapshot.consistent_point,
                 objects=[
                     ObjectEntry(
-                        name=DATA,
+                        name=DATA + suffix,
                         size=stored.size,
                         sha256=stored.sha256,
                         raw_size=raw.size,
                         format="pg_dump custom",
+                        encryption=encryption,
                     ),
-                    ObjectEntry(name=ROLES, size=roles_digest.size, sha256=roles_digest.sha256),
+                    ObjectEntry(
+                        name=ROLES + suffix,
+                        size=roles_digest.size,
+                        sha256=roles_digest.sha256,
+                        encryption=encryption,
+                    ),
                 ],
                 tables=counts,
                 details={
@@ -158,11 +184,16 @@ class FetchedBackup:
 def fetch_backup(
     repository: Repository, backup: Backup, workdir: Path | None = None
 ) -> FetchedBackup:
-    """Download and decompress a backup, verifying every object's size and sha256.
+    """Download, decrypt and decompress a backup, verifying every object's size and sha256.
 
     Raises :class:`ChecksumMismatch` (and leaves nothing behind) if any object differs from the
-    manifest: this happens before anything touches a database.
+    manifest: this happens before anything touches a database. An encrypted backup is
+    decrypted on the fly, with an identity from the repository's keyring, found before
+    anything is downloaded (else :class:`~dr_runbooks.errors.IdentityRequired`, naming the
+    recipients); the checksum of the stored bytes is checked first, so a damaged object is a
+    checksum mismatch, never a decryption error.
     """
+    identity = repository.identity_for(backup)
     # DR_WORK_DIR: where a restore unpacks the dump (it needs the dump's uncompressed size).
     directory = owned_workdir(WORKDIR_PREFIX, workdir or work_base())
     try:
@@ -181,8 +212,10 @@ def fetch_backup(
                 chunks = hashed(
                     progress.counted("download", read_chunks(handle), restart=False), digest
                 )
-                if entry.name == DATA:
-                    unpack_error = _decompress_to_file(chunks, dump_path)
+                if entry.logical_name == DATA:
+                    unpack_error = _unpack_to_file(
+                        chunks, dump_path, identity if entry.encryption else None, entry.name
+                    )
                 else:
                     content = b"".join(chunks)
             # The checksum decides first: corrupt bytes also fail to unpack or parse.
@@ -193,8 +226,12 @@ def fetch_backup(
                     f"{entry.sha256[:16]}…)"
                 )
             if unpack_error is not None:
+                if isinstance(unpack_error, OperationFailed):
+                    raise unpack_error
                 raise OperationFailed(f"cannot unpack {entry.name}: {unpack_error}")
-            if entry.name == ROLES:
+            if entry.logical_name == ROLES:
+                if entry.encryption is not None and identity is not None:
+                    content = crypto.decrypt_bytes(content, identity, entry.name)
                 roles = json.loads(content) if content else {}
         settings_data = manifest.details.get("database_settings")
         settings = DatabaseSettings.from_dict(settings_data) if settings_data else None
@@ -204,36 +241,19 @@ def fetch_backup(
         raise
 
 
-def _decompress_to_file(chunks: Iterator[bytes], path: Path) -> BaseException | None:
-    """Download and hash on this thread while another decompresses and writes, so the fetch
-    costs about the slower of the two rather than their sum."""
-    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-    failure: list[BaseException] = []
+def _unpack_to_file(
+    chunks: Iterator[bytes], path: Path, identity: crypto.Identity | None, name: str
+) -> BaseException | None:
+    """Download and hash on this thread while another decrypts, decompresses and writes, so
+    the fetch costs about the slowest of them rather than their sum."""
 
-    def writer() -> None:
-        decompressor = zstandard.ZstdDecompressor().decompressobj()
-        try:
-            with open(path, "wb") as out:
-                while (chunk := pending.get()) is not None:
-                    if not failure:
-                        out.write(decompressor.decompress(chunk))
-        except BaseException as exc:  # reported on the downloading thread
-            failure.append(exc)
-            while pending.get() is not None:  # drain so the producer never blocks
-                pass
+    def unpack(stored: Iterator[bytes]) -> None:
+        plain = crypto.decrypt(stored, identity, name) if identity is not None else stored
+        with open(path, "wb") as out:
+            for piece in decompress(plain):
+                out.write(piece)
 
-    thread = threading.Thread(target=writer, name="dr-unpack", daemon=True)
-    thread.start()
-    try:
-        for chunk in chunks:
-            # After a failure keep downloading: the checksum, checked by the caller, tells
-            # corruption in the repository from a local problem (a full disk).
-            if not failure:
-                pending.put(chunk)
-    finally:
-        pending.put(None)
-        thread.join()
-    return failure[0] if failure else None
+    return consume_aside(chunks, unpack, name="dr-unpack")
 
 
 def _fetch_legacy(repository: Repository, backup: Backup, directory: Path) -> FetchedBackup:

@@ -22,7 +22,7 @@ from dr_runbooks.errors import BadInput, ConfigError, ConnectionFailed, ServerUn
 from dr_runbooks.redaction import redact, register_secret
 from dr_runbooks.text import first_line
 
-__all__ = ["ConnInfo", "connection_error"]
+__all__ = ["ConnInfo", "connection_error", "free_port"]
 
 _ENV_NAMES = {
     "host": "PGHOST",
@@ -185,3 +185,10 @@ def connection_error(exc: BaseException, context: str) -> ConnectionFailed | Ser
     if any(reason in text for reason in _REFUSED_FOR_GOOD):
         return ConnectionFailed(message)
     return ServerUnreachable(message)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a cluster of our own (a test recovery)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -65,11 +66,12 @@ from dr_runbooks.errors import (
     ConfigError,
     DRError,
     ObjectNotFound,
+    ObjectProtected,
     OperationFailed,
     RepositoryNotFound,
     StoreUnavailable,
 )
-from dr_runbooks.storage.base import LOCKS, Lease, ObjectInfo, Store, check_key
+from dr_runbooks.storage.base import LOCKS, Immutability, Lease, ObjectInfo, Store, check_key
 
 __all__ = [
     "CONNECTION_STRING_ENV",
@@ -304,6 +306,7 @@ class AzureBlobStore(Store):
         #: Whether the account ever answered: before that, an unreachable address is bad
         #: input; after it, a failure is a storage outage mid-operation (transient).
         self._reached = False
+        self._immutability: tuple[Immutability | None] | None = None
 
     def exists(self) -> bool:
         # Refused credentials and an unreachable account raise: they are not "no store".
@@ -477,7 +480,13 @@ class AzureBlobStore(Store):
                 try:
                     self.container.delete_blob(name, delete_snapshots="include")
                 except HttpResponseError as exc:
-                    if _error_code(exc) != "BlobNotFound":
+                    code = _error_code(exc) or ""
+                    if code.startswith("BlobImmutable") or "LegalHold" in code:
+                        raise ObjectProtected(
+                            f"{name} in {self.location} is protected by the container's "
+                            f"immutability ({code})"
+                        ) from None
+                    if code != "BlobNotFound":
                         raise
 
     def soft_delete_policy(self) -> SoftDeletePolicy | None:
@@ -500,6 +509,53 @@ class AzureBlobStore(Store):
         if policy is None:
             return None
         return SoftDeletePolicy(bool(policy.enabled), policy.days if policy.enabled else None)
+
+    def immutability(self) -> Immutability | None:
+        """The container's immutability, or None when this credential cannot read the
+        container's properties (a SAS scoped to the container is refused them)."""
+        if self._immutability is None:
+            with self._errors("reading the container's properties"):
+                try:
+                    properties = self.container.get_container_properties()
+                except HttpResponseError as exc:
+                    if exc.status_code in (401, 403):
+                        self._immutability = (None,)
+                        return None
+                    raise
+            self._immutability = (
+                Immutability(
+                    time_based=bool(properties.has_immutability_policy),
+                    version_level=bool(
+                        getattr(properties, "immutable_storage_with_versioning_enabled", False)
+                    ),
+                    legal_hold=bool(properties.has_legal_hold),
+                ),
+            )
+        return self._immutability[0]
+
+    def protection(self, prefix: str) -> str | None:
+        """A legal hold on the container, or a blob under ``prefix`` whose own retention
+        (version-level immutability) has not expired. A container-level time-based policy
+        does not tell its period to the data plane: a delete it refuses is reported by
+        :meth:`delete` as :class:`ObjectProtected`, and nothing is lost, since a backup's
+        manifest is deleted first."""
+        policy = self.immutability()
+        if policy is None or not policy.protects:
+            return None
+        if policy.legal_hold:
+            return f"the container {self.location} has a legal hold"
+        now = datetime.now(UTC)
+        with self._errors(f"reading the immutability of {prefix}"):
+            blobs = self.container.list_blobs(
+                name_starts_with=prefix, include=["immutabilitypolicy", "legalhold"]
+            )
+            for blob in blobs:
+                if blob.has_legal_hold:
+                    return f"{blob.name} has a legal hold"
+                expiry = getattr(blob.immutability_policy, "expiry_time", None)
+                if expiry is not None and expiry.astimezone(UTC) > now:
+                    return f"immutable until {expiry.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        return None
 
     def _container_exists(self) -> bool:
         """Whether the container exists; raises if it cannot be reached or read.

@@ -22,6 +22,10 @@ manifest.json``). The contract, which every backend passes in the shared contrac
   under ``.locks/``, outside every backup's folder.
 - ``delete_partials(prefix)`` removes what failed writes left under a folder and no listing
   shows (a local hidden partial file, uncommitted Azure blocks).
+- ``protection(prefix)`` says why the objects under a folder cannot be deleted now, when the
+  store's own immutability (a retention period, a legal hold) protects them, so retention
+  leaves them alone instead of failing; a ``delete`` the store refuses for that reason raises
+  :class:`~dr_runbooks.errors.ObjectProtected`. Stores without such a policy protect nothing.
 - A failure of the storage in the middle of an operation (a reset, a timeout, a 5xx) raises
   :class:`~dr_runbooks.errors.StoreUnavailable`, which is worth a retry; refused credentials
   raise :class:`~dr_runbooks.errors.AccessDenied`.
@@ -40,7 +44,7 @@ from typing import BinaryIO
 
 from dr_runbooks.errors import ObjectNotFound
 
-__all__ = ["LOCKS", "Lease", "ObjectInfo", "Store", "check_key"]
+__all__ = ["LOCKS", "Immutability", "Lease", "ObjectInfo", "Store", "check_key"]
 
 #: The folder of lock objects in a store.
 LOCKS = ".locks/"
@@ -53,6 +57,33 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: datetime
+
+
+@dataclass(frozen=True)
+class Immutability:
+    """What a store's own policy does against deleting or overwriting its objects."""
+
+    #: A time-based retention policy on the whole container (locked or not).
+    time_based: bool = False
+    #: Version-level immutability: each blob version may carry its own retention and hold.
+    version_level: bool = False
+    legal_hold: bool = False
+
+    @property
+    def protects(self) -> bool:
+        return self.time_based or self.version_level or self.legal_hold
+
+    def describe(self) -> str:
+        kinds = [
+            text
+            for on, text in (
+                (self.time_based, "time-based retention policy"),
+                (self.version_level, "version-level immutability"),
+                (self.legal_hold, "legal hold"),
+            )
+            if on
+        ]
+        return ", ".join(kinds) or "none"
 
 
 class Lease(ABC):
@@ -109,6 +140,15 @@ class Store(ABC):
         """Read a small object whole."""
         with self.open(key) as handle:
             return handle.read()
+
+    def immutability(self) -> Immutability | None:
+        """The store's immutability, or None when it has no such notion or this credential
+        cannot read it."""
+        return None
+
+    def protection(self, prefix: str) -> str | None:
+        """Why the objects under ``prefix`` cannot be deleted now, or None."""
+        return None
 
     def has(self, key: str) -> bool:
         """Whether an object exists under ``key``."""

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,9 @@ class LocalStore(Store):
 
     ``put`` writes to a hidden sibling file and renames it into place, so an object appears
     whole (``os.replace`` is atomic within one file system) and a crash leaves only a hidden
-    ``.<name>.partial-*`` file that listing skips.
+    ``.<name>.partial-*`` file that listing skips. It returns once the file, the rename and any
+    folder it created are on disk (the directories are synced too): ``dr wal push`` exits 0 on
+    that, and PostgreSQL then deletes its own copy of the segment.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -47,7 +50,7 @@ class LocalStore(Store):
     def put(self, key: str, chunks: Iterable[bytes]) -> int:
         self._require()
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_folders(target.parent)
         partial = target.with_name(f".{target.name}{_PARTIAL_MARK}{secrets.token_hex(4)}")
         size = 0
         try:
@@ -62,6 +65,9 @@ class LocalStore(Store):
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
             raise
+        # The rename is in the folder's entries, each new folder in its parent's.
+        for directory in [target.parent, *(folder.parent for folder in created)]:
+            _sync_directory(directory)
         return size
 
     def open(self, key: str) -> BinaryIO:
@@ -119,7 +125,7 @@ class LocalStore(Store):
     def try_lock(self, name: str, holder: bytes) -> Lease | None:
         self._require()
         path = self._lock_path(name)
-        path.parent.mkdir(exist_ok=True)
+        _make_folders(path.parent)
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -169,6 +175,36 @@ class LocalStore(Store):
             except OSError:
                 return
             directory = directory.parent
+
+
+def _make_folders(path: Path) -> list[Path]:
+    """``mkdir -p``; return the folders it created, deepest first.
+
+    A new folder takes the permissions of the nearest folder that already exists (not the
+    umask's): a repository shared by two OS users, the database server's (``dr wal push``) and
+    the runbooks' (base backups, dumps), is made group-writable or setgid at its root once, and
+    every folder either of them creates below stays writable by the other."""
+    missing = []
+    for folder in [path, *path.parents]:
+        if folder.is_dir():
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            break
+        missing.append(folder)
+    else:
+        mode = 0o755
+    path.mkdir(parents=True, exist_ok=True)
+    for folder in reversed(missing):
+        with contextlib.suppress(OSError):  # created by another user meanwhile: theirs
+            folder.chmod(mode)
+    return missing
+
+
+def _sync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class _FileLease(Lease):

@@ -44,7 +44,7 @@ def paused_run(flow_name: str, deadline: float = 60, after: set[UUID] | None = N
 def answer(flow_name: str, approve: bool, reason: str = "tested") -> UUID:
     """Answer the paused run of ``flow_name``."""
     run_id = paused_run(flow_name)
-    resume_flow_run(run_id, run_input={"approve": approve, "reason": reason})
+    resume_flow_run(run_id, run_input={"approve": approve, "approver": "On-call", "reason": reason})
     # Wait until it has left the paused state, so the next answer finds the next pause.
     end = time.monotonic() + 30
     while time.monotonic() < end:

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from prefect.exceptions import CancelledRun
 from prefect.settings import PREFECT_API_URL
 
-from dr_runbooks.errors import LockHeld, Rejected, VerificationFailed
+from dr_runbooks.errors import LockHeld, VerificationFailed
 from flows.region_failover import region_failover
 from tests.azure.landscape import (
     DR_ADDRESSES,
@@ -133,7 +134,7 @@ def test_health_check_fails_and_the_dns_records_are_put_back(
 def test_approval_rejected_changes_nothing(landscape: Landscape) -> None:
     run = Background(lambda: region_failover(system=landscape.system, config_path=landscape.config))
     answer("region-failover", approve=False, reason="not a regional outage")
-    with pytest.raises(Rejected, match="not a regional outage"):
+    with pytest.raises(CancelledRun, match="not a regional outage"):  # a decision, not a failure
         run.join()
 
     assert _writes(landscape) == []

@@ -20,9 +20,6 @@ from typing import Any
 
 import pytest
 from azure.storage.blob import ContainerClient
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterTimestamp
-from prefect.logging.handlers import APILogHandler
 from pydantic import SecretStr
 
 from blocks.postgres import PostgresDatabase
@@ -36,6 +33,7 @@ from tests.azure.runs import Background, answer
 from tests.azure_api import AzureApi
 from tests.azurite import Azurite
 from tests.pg_helpers import PasswordServer
+from tests.prefect_records import logs_and_artifacts_since
 
 ADMIN_PASSWORD = "Adm1n-" + secrets.token_hex(8)
 OLD_APP_PASSWORD = "Old-App-" + secrets.token_hex(8)
@@ -172,22 +170,7 @@ def _login(server: ConnInfo, role: str, database: str, password: str) -> bool:
 
 
 def _everything_written_since(start: datetime, landscape: Landscape, result: Any) -> str:
-    APILogHandler().flush()
-    parts: list[str] = [json.dumps(result, default=str)]
-    with get_client(sync_client=True) as client:
-        offset = 0
-        while True:
-            logs = client.read_logs(
-                log_filter=LogFilter(timestamp=LogFilterTimestamp(after_=start)),
-                limit=200,
-                offset=offset,
-            )
-            parts += [log.message for log in logs]
-            if len(logs) < 200:
-                break
-            offset += 200
-        for artifact in client.read_artifacts(limit=200):
-            parts.append(json.dumps(artifact.data, default=str) + str(artifact.description))
+    parts: list[str] = [json.dumps(result, default=str), logs_and_artifacts_since(start)]
     for path in landscape.records.rglob("*"):
         if path.is_file():
             parts.append(path.read_text(errors="replace"))

@@ -103,9 +103,9 @@ def test_a_restore_paused_for_approval_keeps_a_second_restore_out(
             database=database, connection="env:DR_TEST_RACE_DSN", repository=repo, approved=True
         )
 
-    resume_flow_run(run_id, run_input={"approve": True, "reason": "tested"})
+    resume_flow_run(run_id, run_input={"approve": True, "approver": "Ada", "reason": "tested"})
     thread.join(timeout=300)
-    assert outcome["result"]["approval"] == "approved in the UI: tested"
+    assert outcome["result"]["approval"] == "approved in the UI by Ada: tested"
 
 
 def test_a_backup_waits_for_a_running_restore_and_says_so(

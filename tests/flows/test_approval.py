@@ -12,9 +12,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import CancelledRun
 from prefect.flow_runs import resume_flow_run
 
-from dr_runbooks.errors import Rejected
 from dr_runbooks.postgres.connection import ConnInfo
 from flows.backup_postgres import backup_postgres
 from flows.database_failure import database_failure
@@ -66,14 +66,17 @@ def test_restore_waits_for_a_person(
     thread, outcome = _run_in_thread(system="shop", config_path=config)
     run_id = _paused_run()
     assert table_fingerprints(pg_server, database) == before  # nothing happened while paused
-    resume_flow_run(run_id, run_input={"approve": approve, "reason": "tested"})
+    resume_flow_run(run_id, run_input={"approve": approve, "approver": "Ada", "reason": "tested"})
     thread.join(timeout=120)
 
     if approve:
-        assert outcome["result"]["approval"] == "approved in the UI: tested"
+        assert outcome["result"]["approval"] == "approved in the UI by Ada: tested"
         with pg_server.connect(dbname=database) as conn:
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (100,)
     else:
-        assert isinstance(outcome.get("error"), Rejected)
-        assert "plan rejected: tested" in str(outcome["error"])
+        # A decision, not a failure: the run ends Cancelled, nobody is paged.
+        assert isinstance(outcome.get("error"), CancelledRun)
+        assert "plan rejected by Ada: tested" in str(outcome["error"])
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(run_id).state.is_cancelled()
         assert table_fingerprints(pg_server, database) == before

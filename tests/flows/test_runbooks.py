@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.logging.handlers import APILogHandler
 
 from dr_runbooks.errors import (
     BackupNotFound,
@@ -27,6 +24,7 @@ from flows.backup_postgres import backup_postgres
 from flows.database_failure import database_failure
 from tests.flows.conftest import PASSWORD, use_database
 from tests.pg_helpers import database_names, table_fingerprints
+from tests.prefect_records import logs_and_artifacts_since
 
 
 def _seed(conninfo: ConnInfo, database: str, rows: int = 3000) -> None:
@@ -37,16 +35,6 @@ def _seed(conninfo: ConnInfo, database: str, rows: int = 3000) -> None:
         )
 
 
-def _all_logs_and_artifacts() -> str:
-    APILogHandler().flush()
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(limit=200)
-        artifacts = client.read_artifacts(limit=200)
-    parts = [log.message for log in logs]
-    parts += [json.dumps(a.data, default=str) + str(a.description) for a in artifacts]
-    return "\n".join(parts)
-
-
 def test_backup_runbook_writes_every_repository_and_keeps_secrets_out(
     pg_server: ConnInfo, make_database, system_config: Path, argv_log: Path, tmp_path: Path
 ) -> None:
@@ -54,6 +42,7 @@ def test_backup_runbook_writes_every_repository_and_keeps_secrets_out(
     _seed(pg_server, database)
     config = use_database(system_config, database)
 
+    start = datetime.now(UTC)
     results = backup_postgres(system="shop", config_path=config)
 
     assert len(results) == 1 and results[0]["database"] == database
@@ -67,7 +56,7 @@ def test_backup_runbook_writes_every_repository_and_keeps_secrets_out(
     recorded = argv_log.read_text()
     assert "pg_dump --format=custom" in recorded
     assert PASSWORD not in recorded
-    everything = _all_logs_and_artifacts()
+    everything = logs_and_artifacts_since(start)
     assert backup_id in everything  # the logs and artifacts were really read
     assert PASSWORD not in everything
 

@@ -6,15 +6,13 @@ factory (``get_client``) returns the fake's clients, named in dr.yaml like any b
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.logging.handlers import APILogHandler
 from pydantic import Field, SecretStr
 
 from blocks.mongo import MongoDatabase
@@ -27,6 +25,7 @@ from flows.database_failure_mongodb import database_failure_mongodb
 from tests.mongodb_engine.conftest import PASSWORD, URI
 from tests.mongodb_engine.fake import FakeServer
 from tests.mongodb_engine.seed import documents, seed_shop
+from tests.prefect_records import logs_and_artifacts_since
 from tests.shared_data import shared_data
 
 SERVERS: dict[str, FakeServer] = {}
@@ -76,21 +75,12 @@ systems:
     del SERVERS[key]
 
 
-def _logs_and_artifacts() -> str:
-    APILogHandler().flush()
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(limit=200)
-        artifacts = client.read_artifacts(limit=200)
-    parts = [log.message for log in logs]
-    parts += [json.dumps(a.data, default=str) + str(a.description) for a in artifacts]
-    return "\n".join(parts)
-
-
 def test_backup_runbook_writes_every_repository_and_keeps_the_password_out(
     shop: tuple[FakeServer, str], tmp_path: Path
 ) -> None:
     _, config = shop
 
+    start = datetime.now(UTC)
     results = backup_mongodb(system="docs", engine="native", config_path=config)
 
     assert [r["database"] for r in results] == ["shop"]
@@ -100,7 +90,7 @@ def test_backup_runbook_writes_every_repository_and_keeps_the_password_out(
         backup = repository.find("mongodb", "docs", "shop")
         assert backup.id == results[0]["backup_id"]
         assert repository.verify_objects(backup) == []
-    everything = _logs_and_artifacts()
+    everything = logs_and_artifacts_since(start)
     assert results[0]["backup_id"] in everything  # the logs and artifacts were really read
     assert PASSWORD not in everything
 
@@ -113,6 +103,7 @@ def test_database_failure_runbook_restores_verifies_swaps_and_reports(
     expected = documents(server, "shop", "orders")
     server.mock["shop"]["orders"].delete_many({})  # the incident
 
+    start = datetime.now(UTC)
     result = database_failure_mongodb(system="docs", approved=True, config_path=config)
 
     assert documents(server, "shop", "orders") == expected
@@ -132,7 +123,7 @@ def test_database_failure_runbook_restores_verifies_swaps_and_reports(
         "verify",
         "swap",
     ]
-    assert "RTO achieved" in _logs_and_artifacts()
+    assert "RTO achieved" in logs_and_artifacts_since(start)
 
 
 def test_database_failure_runbook_refuses_a_corrupted_backup_before_touching_the_server(
