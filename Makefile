@@ -12,7 +12,7 @@ SHARED_PREFIX ?= /opt/dr-runbooks
 SHARED_STAMP := $(SHARED_PREFIX)/.installed
 SOURCES := $(shell find cli dr_runbooks flows tasks blocks -name '*.py' 2>/dev/null)
 
-.PHONY: drill test check bench bench-cli bench-encryption bench-physical shared-install standard-tools clean
+.PHONY: drill test check bench bench-cli bench-encryption bench-physical shared-install standard-tools screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,18 @@ bench-cli: $(STAMP)
 ## make bench-physical: physical restore, WAL archiving and RPO against the plan (~1 GB; ~25 minutes)
 bench-physical: $(STAMP) node_modules/.bin/azurite-blob $(SHARED_STAMP)
 	$(BIN)/python bench/physical_restore.py
+
+## make screenshots: the pictures of docs/ui.md, remade on a real Prefect server and its UI, the
+## project deployed, a throwaway PostgreSQL and headless Chromium (Debian's package; installed
+## with apt-get where this runs as root). Playwright, no dependency of the project, goes into .venv.
+screenshots: $(STAMP)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "/usr/bin/chromium is missing: apt-get install chromium" >&2; exit 1; fi
+	@$(BIN)/python -c 'import playwright' 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet 'playwright>=1.45,<2'
+	$(BIN)/python tools/screenshots.py --out docs/ui
 
 clean:
 	rm -rf $(VENV) node_modules .dr .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ Register them with ``prefect block register -m blocks`` from the repository root
 """
 
 from blocks.azure import AzureCredentials, AzureSite
+from blocks.files import AzureFileStorage
 from blocks.loading import PREFECT_BLOCKS, load_block
 from blocks.mongo import MongoDatabase
 from blocks.postgres import PostgresDatabase
@@ -13,6 +14,7 @@ __all__ = [
     "PREFECT_BLOCKS",
     "AzureBackupRepository",
     "AzureCredentials",
+    "AzureFileStorage",
     "AzureSite",
     "LocalBackupRepository",
     "MongoDatabase",

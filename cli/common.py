@@ -137,6 +137,8 @@ def use_identity(path: str | None) -> None:
     environment of this process (the flows run in it); the file's content never travels."""
     if path is None:
         return
+    if "AGE-SECRET-KEY-" in path.upper():  # the key itself, pasted: never echo it
+        raise BadInput("--identity takes the path of an identity file, not the key itself")
     location = Path(path).expanduser()
     if not location.is_file() or not os.access(location, os.R_OK):
         raise BadInput(f"cannot read identity file {path}")

@@ -21,6 +21,7 @@ __all__ = ["status_cmd", "verify_cmd"]
 _STATE_STYLE = {
     "OK": "green",
     "UNVERIFIED": "yellow",
+    "POLICY": "yellow",
     "STALE": "red",
     "CLOCK_SKEW": "red",
     "DAMAGED": "red",

@@ -30,6 +30,7 @@ __all__ = [
     "DrillsConfig",
     "EscalationConfig",
     "EscalationLevel",
+    "FilesConfig",
     "IdentityConfig",
     "IntegrationTestConfig",
     "IntegrityCheck",
@@ -355,10 +356,32 @@ class IntegrityConfig(_Strict):
         return self
 
 
-class SystemConfig(_Strict):
-    """A protected system: one database server and the databases on it we back up."""
+class FilesConfig(_Strict):
+    """A storage account holding application files (``engine: blob``) and the containers
+    backed up; exactly one way in, never a secret."""
 
-    engine: Literal["postgres", "mongodb"]
+    account_url: str | None = Field(
+        None, description="https://ACCOUNT.blob.core.windows.net (uses DefaultAzureCredential)"
+    )
+    connection_string_env: str | None = Field(
+        None, description="Environment variable holding the account's connection string"
+    )
+    block: str | None = Field(None, description="A saved DR Azure File Storage block")
+    containers: list[str] = Field(min_length=1, description="The containers backed up")
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> FilesConfig:
+        given = [v for v in (self.account_url, self.connection_string_env, self.block) if v]
+        if len(given) != 1:
+            raise ValueError("files: give exactly one of account_url, connection_string_env, block")
+        return self
+
+
+class SystemConfig(_Strict):
+    """A protected system: one database server and the databases on it we back up, or
+    (``engine: blob``) a storage account's containers."""
+
+    engine: Literal["postgres", "mongodb", "blob"]
     tier: Literal["critical", "non_critical"] = "critical"
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
     databases: list[str] = Field(default_factory=list, description="Empty: the DSN's database")
@@ -380,9 +403,14 @@ class SystemConfig(_Strict):
     integrity: IntegrityConfig | None = Field(
         None, description="The data-corruption runbook's integrity checks"
     )
+    files: FilesConfig | None = Field(
+        None, description="The storage account and its containers (engine: blob)"
+    )
 
     @model_validator(mode="after")
     def _check_azure(self) -> SystemConfig:
+        if (self.engine == "blob") != (self.files is not None):
+            raise ValueError("engine: blob goes with files: (the account and its containers)")
         if self.physical and self.engine != "postgres":
             raise ValueError("physical is for a postgres system (WAL archiving, base backups)")
         if self.breach is not None and self.sites is None:
@@ -534,6 +562,8 @@ SCENARIO_FLOWS = [
     "region-failover",
     "region-failback",
     "security-breach",
+    "data-corruption",
+    "file-storage-failure",
 ]
 
 

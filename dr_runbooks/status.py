@@ -11,6 +11,10 @@ The state of one database of a system, in order of precedence:
 - ``UNVERIFIED``: no backup was restored successfully within ``verification_max_age``;
 - ``OK``: a fresh backup, and a recent successful test restore.
 
+A file storage system (``engine: blob``) has one row, against the file-storage RPO, with
+``POLICY`` when the storage account's own protection falls short of the plan
+(:mod:`dr_runbooks.files.status`).
+
 A system marked ``physical`` has one more row, ``(cluster)``, for its base backups and WAL: the
 age of the newest archived WAL segment is the RPO achieved (``STALE`` beyond the objective:
 archiving has stopped); a gap in the WAL after the oldest base backup is ``FAILED`` (recovery
@@ -221,8 +225,14 @@ def system_status(
     repository: Repository,
     now: datetime | None = None,
 ) -> list[DatabaseStatus]:
-    """Status of every database of ``system`` (declared, or found in the repository)."""
+    """Status of every database of ``system`` (declared, or found in the repository); of a
+    file storage system (``engine: blob``), one row for its containers."""
     now = now or datetime.now(UTC)
+    if system.engine == "blob" and system.files is not None:
+        from dr_runbooks.files.status import file_status, policy_of
+
+        policy, problem = policy_of(system.files)
+        return [file_status(config, name, repository, policy, problem, now)]
     rpo = config.objectives.rpo.database
     if not repository.store.exists():
         backups: list[Backup] = []

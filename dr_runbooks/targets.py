@@ -54,7 +54,9 @@ __all__ = [
     "verify_server_for",
 ]
 
-Engine = Literal["postgres", "mongodb"]
+#: ``blob`` is a storage account's files (:mod:`dr_runbooks.files`): it has no connection,
+#: and the database runbooks refuse it (:func:`resolve_target`).
+Engine = Literal["postgres", "mongodb", "blob"]
 #: A connection of either engine; ``Target.engine`` says which.
 Connection = ConnInfo | MongoConnInfo
 
@@ -368,6 +370,11 @@ def resolve_target(
     if system and declared is None and not _ad_hoc(config, connection, repositories):
         config.system(system)  # raises: unknown system, naming the declared ones
     engine = engine or (declared.engine if declared else None)
+    if engine == "blob" or (declared is not None and declared.engine == "blob"):
+        raise ConfigError(
+            f"system {system!r} is file storage (engine: blob): its runbooks are backup-files "
+            "and file-storage-failure"
+        )
     if engine not in ("postgres", "mongodb"):
         raise ConfigError("name a system from dr.yaml, or say which engine the run is for")
     if declared is not None and declared.engine != engine:

@@ -42,7 +42,9 @@ from dr_runbooks.errors import BadInput, RestoreVerificationFailed, Verification
 from dr_runbooks.locks import database_lock
 from dr_runbooks.postgres.connection import ConnInfo, free_port
 from dr_runbooks.postgres.corruption import (
+    Check,
     CheckResult,
+    Export,
     Integrity,
     RecoveryPoint,
     TableDiff,
@@ -67,6 +69,7 @@ from tasks.corruption import (
     postgres_export_changes,
     postgres_keyed_tables,
     postgres_repair_rows,
+    postgres_resolve_tables,
     recovery_point_logical,
     recovery_point_pitr,
     workdir_recovery_make,
@@ -140,7 +143,7 @@ def data_corruption(
         "data-corruption",
         system=system,
         config_path=config_path,
-        incident_time=incident_time or corruption_time,
+        incident_time=incident_time or corruption_time or None,
     ) as rb:
         began = parse_time(corruption_time) if corruption_time else None
         with rb.step("load"):
@@ -168,16 +171,19 @@ def data_corruption(
             f"integrity checks on {live}: {len(failing)} of {len(scope)} fail",
             table=[r.row() for r in scope],
         )
-        repaired = _tables_to_repair(tables, integrity, failing, repair)
         if not failing and began is None:
             raise BadInput(
                 f"every integrity check passes on {live}: no corruption found (give "
                 "corruption_time, and tables, to repair anyway)"
             )
+        repaired = _tables_to_repair(tables, integrity, failing, repair)
+        if repair == "selective":
+            repaired = postgres_resolve_tables(target.conninfo, live, repaired)
         # 2. Determine the recovery point.
         with rb.step("recovery point") as step:
             point = _recovery_point(target, live, began, scope)
             step.detail = _point_line(point)
+        rb.found_incident(point.began)
         rb.publish(
             f"corruption-{target.system}-{live}-point",
             f"recovery point for {live}: {point.target.isoformat()}",
@@ -221,44 +227,25 @@ def data_corruption(
                         "tables": [d.row() for d in compared],
                     }
                 # 6. Repair.
-                key = export_key(target.system, live, stamp, rb.token)
-                header = _export_header(target, live, point, repair)
                 with rb.step(f"repair ({repair})") as step:
                     rb.still_locked()
-                    if repair == "selective":
-                        repaired_by = postgres_repair_rows(
-                            target.conninfo,
-                            live,
-                            copy.server,
-                            copy.database,
-                            repaired,
-                            compared,
-                            integrity.checks,
-                            target.primary,
-                            key,
-                            header,
-                            delete_added=new_rows == "delete",
-                        )
-                        export, kept_old = repaired_by.export, None
-                        step.detail = (
-                            f"{repaired_by.restored} restored, {repaired_by.replaced} replaced, "
-                            f"{repaired_by.deleted} deleted; export {export.location}"
-                        )
-                    else:
-                        export = postgres_export_changes(
-                            target.conninfo,
-                            live,
-                            copy.server,
-                            copy.database,
-                            [d.table for d in compared],
-                            target.primary,
-                            key,
-                            header,
-                        )
-                        kept_old = _swap(rb, target, live, copy, side, stamp, keep_old, jobs)
-                        step.detail = (
-                            f"swapped in; old kept as {kept_old}; export {export.location}"
-                        )
+                    export, kept_old, step.detail = _repair(
+                        rb,
+                        target,
+                        live,
+                        copy,
+                        how=repair,
+                        tables=repaired,
+                        approved=compared,
+                        checks=integrity.checks,
+                        new_rows=new_rows,
+                        key=export_key(target.system, live, stamp, rb.token),
+                        header=_export_header(target, live, point, repair),
+                        side=side,
+                        stamp=stamp,
+                        keep_old=keep_old,
+                        jobs=jobs,
+                    )
             finally:
                 with rb.step("remove the restored copy"):
                     _remove_copy(target, copy)
@@ -421,6 +408,60 @@ def _compare(
         names, unkeyed = postgres_keyed_tables(target.conninfo, live)
     diffs = postgres_compare_tables(target.conninfo, live, copy.server, copy.database, names)
     return diffs, unkeyed
+
+
+def _repair(
+    rb: Runbook,
+    target: Target,
+    live: str,
+    copy: _Copy,
+    *,
+    how: str,
+    tables: list[str],
+    approved: list[TableDiff],
+    checks: list[Check],
+    new_rows: str,
+    key: str,
+    header: list[str],
+    side: str,
+    stamp: str,
+    keep_old: bool,
+    jobs: int,
+) -> tuple[Export, str | None, str]:
+    """Selective: the rows back in one transaction (export first); swap: the export, then the
+    copy renamed into place. Returns the export, the kept old database, and what was done."""
+    if how == "selective":
+        done = postgres_repair_rows(
+            target.conninfo,
+            live,
+            copy.server,
+            copy.database,
+            tables,
+            approved,
+            checks,
+            target.primary,
+            key,
+            header,
+            delete_added=new_rows == "delete",
+        )
+        return (
+            done.export,
+            None,
+            f"{done.restored} restored, {done.replaced} replaced, {done.deleted} deleted; "
+            f"export {done.export.location}",
+        )
+    export = postgres_export_changes(
+        target.conninfo,
+        live,
+        copy.server,
+        copy.database,
+        [d.table for d in approved],
+        target.primary,
+        key,
+        header,
+    )
+    kept_old = _swap(rb, target, live, copy, side, stamp, keep_old, jobs)
+    return export, kept_old, f"swapped in; old kept as {kept_old}; export {export.location}"
 
 
 def _swap(

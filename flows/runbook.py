@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import logging
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -39,6 +40,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
+from prefect.exceptions import CancelledRun
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Cancelled, Failed
@@ -85,7 +87,7 @@ class Approval(RunInput):
 
     approve: bool = Field(
         False,
-        description="Tick to run the plan shown above; leave unticked to reject it (the run "
+        description="On: run the plan shown above; off: reject it (the run "
         "ends Cancelled and nothing is changed).",
     )
     approver: str = Field(
@@ -120,6 +122,31 @@ def runbook(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+class _ExpectedEndsWithoutTraceback(logging.Filter):
+    """A worker running a deployment logs "Engine execution exited with unexpected exception"
+    with a traceback whenever a flow ends Failed or Cancelled. For the ends :func:`runbook`
+    makes on purpose that is noise in the run's log: a rejection (logged as information) and
+    our own errors (one line, no traceback). Anything else keeps its traceback: a bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not str(record.msg).startswith("Engine execution exited"):
+            return True
+        if isinstance(exc, CancelledRun):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "the run ended Cancelled: %s", (first_line(exc),)
+        elif isinstance(exc, DRError):
+            record.msg, record.args = "the run failed: %s", (redact(first_line(exc)),)
+        else:
+            return True
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+_EXPECTED_ENDS = _ExpectedEndsWithoutTraceback()
+logging.getLogger("prefect.flow_runs").addFilter(_EXPECTED_ENDS)
+
+
 class Runbook(AbstractContextManager["Runbook"]):
     """One run of a runbook: ``name`` is the flow's name, ``system`` what the run is about
     (used in notifications; a flow may narrow it later, e.g. to the systems that failed)."""
@@ -143,7 +170,8 @@ class Runbook(AbstractContextManager["Runbook"]):
         self.config_path = config_path
         self.notify = notify
         self.timeline = Timeline()
-        self._incident_time = incident_time
+        # A malformed time is bad input before anything starts (the run record included).
+        self._incident: datetime | None = parse_time(incident_time) if incident_time else None
         self._context: contextvars.Token[tuple[Runbook, ...]] | None = None
         self.run_id = _flow_run_id()
         #: Eight hex characters naming this run's side databases and work.
@@ -300,10 +328,15 @@ class Runbook(AbstractContextManager["Runbook"]):
 
     @property
     def incident(self) -> datetime:
-        """When the failure happened: the run's ``incident_time``, else when the run began."""
-        if self._incident_time:
-            return parse_time(self._incident_time)
-        return self.timeline.started
+        """When the failure happened: the run's ``incident_time`` (or what the run found,
+        :meth:`found_incident`), else when the run began."""
+        return self._incident or self.timeline.started
+
+    def found_incident(self, when: datetime) -> None:
+        """The run worked out when the incident began (e.g. the earliest corrupted row): the
+        RPO achieved is measured from there, unless the operator gave ``incident_time``."""
+        if self._incident is None:
+            self._incident = when
 
     # -- the approval gate ------------------------------------------------------------------
 
@@ -334,9 +367,7 @@ class Runbook(AbstractContextManager["Runbook"]):
             )
             dialog = Approval.with_initial_data(
                 description=f"{plan_markdown}\n\n---\n**Approve this plan?** Nothing above "
-                "happens until you tick *approve* and resume. Waiting time counts in the RTO.",
-                approve=False,
-                reason="",
+                "happens until you switch *approve* on and resume. Waiting time counts in the RTO.",
             )
             answer = pause_flow_run(wait_for_input=dialog, timeout=timeout_seconds, poll_interval=2)
             why = answer.reason or "no reason given"

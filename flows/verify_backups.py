@@ -48,6 +48,7 @@ from flows import parameters as p
 from flows.runbook import Runbook, runbook
 from tasks._runtime import logger
 from tasks.config import dr_load_target, dr_load_verify_server
+from tasks.files import files_verify_system
 from tasks.mongodb import mongodb_drop_leftover_verifications, mongodb_verify_backup
 from tasks.physical import pitr_restore, pitr_stop, wal_chain_check
 from tasks.postgres import (
@@ -87,7 +88,12 @@ def verify_backups(
     with Runbook("verify-backups", system=label, config_path=config_path, notify=notify) as rb:
         names = systems or sorted(load_config(config_path).systems)
         results: list[dict[str, Any]] = []
+        declared = load_config(config_path).systems
         for name in names:
+            if name in declared and declared[name].engine == "blob":
+                with rb.step(f"verify {name} files"):
+                    results.append(files_verify_system(name, config_path))
+                continue
             with rb.step(f"load {name}"):
                 target = dr_load_target(None, name, config_path=config_path)
                 server = dr_load_verify_server(target, verify_server)

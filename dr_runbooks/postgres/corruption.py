@@ -19,6 +19,9 @@ began, and a repair from a copy of the database recovered to just before it.
   checks pass afterwards; otherwise nothing is changed.
 - :func:`copy_database` copies the recovered database from a recovered cluster into a new
   side database of the live server, for the swap.
+- :func:`recovery_workdir` makes the directory a recovered cluster lives in (its owner
+  recorded); :func:`remove_recovery` stops and removes it, and :func:`remove_stale_recoveries`
+  those that runs which died left behind.
 
 The recovered copy is reached through a connection of its own (a side database on the live
 server, or a cluster recovered beside it): rows travel with ``COPY`` into a temporary table of
@@ -101,6 +104,7 @@ __all__ = [
     "remove_recovery",
     "remove_stale_recoveries",
     "repair_rows",
+    "resolve_tables",
     "run_checks",
 ]
 
@@ -135,7 +139,7 @@ class Integrity:
     tables: list[str] = field(default_factory=list)
 
 
-_STATEMENT_END = re.compile(r";\s*(?:--[^\n]*)?$", re.MULTILINE)
+_STATEMENT_END = re.compile(r";[ \t]*(?:--[^\n]*)?$", re.MULTILINE)
 _DESCRIBED = re.compile(r"^--\s*(name|table|timestamp)\s*:\s*(\S.*?)\s*$")
 
 
@@ -446,6 +450,22 @@ def _table(conn: psycopg.Connection[Any], name: str, where: str) -> _Table:
         )
     ]
     return _Table(schema, table, oid, key, columns)
+
+
+def resolve_tables(conninfo: ConnInfo, database: str, names: Sequence[str]) -> list[str]:
+    """``schema.table`` of each table a selective repair is to copy back; a table that does
+    not exist, or has no primary key to match rows by, is bad input."""
+    with _session(conninfo, database, read_only=True) as conn:
+        labels = []
+        for name in names:
+            table = _table(conn, name, database)
+            if not table.key:
+                raise BadInput(
+                    f"table {table.label} has no primary key: selective repair matches rows by "
+                    "it (repair it with a swap instead)"
+                )
+            labels.append(table.label)
+        return list(dict.fromkeys(labels))
 
 
 def keyed_tables(conninfo: ConnInfo, database: str) -> tuple[list[str], list[str]]:
@@ -1055,8 +1075,11 @@ def recovered_conninfo(live: ConnInfo, pgdata: Path, port: int, database: str) -
 
 def recovery_workdir(base: Path | None = None) -> Path:
     """A new work directory for a recovered cluster, recording its owner; the cluster's OS
-    user must be able to enter it."""
-    directory = owned_workdir(WORKDIR_PREFIX, base)
+    user must be able to enter it. It is made under a hidden name and renamed once the owner
+    is recorded, so a directory with the prefix always says whose it is."""
+    staging = owned_workdir(f".{WORKDIR_PREFIX}", base)
+    directory = staging.with_name(staging.name[1:])
+    staging.rename(directory)
     directory.chmod(0o755)
     return directory
 
@@ -1078,7 +1101,8 @@ def _owner_gone(directory: Path) -> bool:
 
 def remove_stale_recoveries(base: Path | None = None, os_user: str | None = None) -> list[Path]:
     """Stop the clusters that runs which died left recovered beside the live one, and remove
-    their work directories; return what was removed."""
+    their work directories (and work directories a run died making); return what was
+    removed."""
     root = base or Path(tempfile.gettempdir())
     removed = []
     for directory in sorted(root.glob(f"{WORKDIR_PREFIX}*")):
@@ -1089,6 +1113,10 @@ def remove_stale_recoveries(base: Path | None = None, os_user: str | None = None
             stop_cluster(pgdata, os_user, mode="immediate")
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory)
+    for staging in sorted(root.glob(f".{WORKDIR_PREFIX}*")):
+        if staging.is_dir() and not staging.is_symlink() and _owner_gone(staging):
+            shutil.rmtree(staging, ignore_errors=True)  # never held a cluster
+            removed.append(staging)
     return removed
 
 

@@ -218,6 +218,9 @@ def test_a_missing_or_wrong_identity_stops_the_restore_in_one_line(
         assert key.identity not in result.stderr and stranger.identity not in result.stderr
     assert "--identity FILE" in one_error_line(missing)
     assert stranger.recipient in one_error_line(wrong)
+    pasted = dr(*restore, "--identity", key.identity, cwd=tmp_path, env=environment)
+    assert pasted.returncode == 2 and "not the key itself" in one_error_line(pasted)
+    assert key.identity not in pasted.stdout + pasted.stderr
     # Untouched: the rows deleted since the backup are still gone, no side database was made.
     assert count(pg_server, database) == 5
     with pg_server.connect(dbname="postgres") as conn:

@@ -17,13 +17,13 @@ from dr_runbooks.repository import Repository
 from dr_runbooks.storage import LocalStore
 from flows.database_failure import database_failure
 from tests.faults.conftest import Dr, indexes_and_constraints, seed, wait_for
-from tests.flows.test_approval import _paused_run
+from tests.flows.test_approval import _paused_run, paused_runs
 from tests.pg_helpers import database_names, table_fingerprints
 
 pytestmark = pytest.mark.slow
 
 
-def _slow_checks(tmp_path: Path, seconds: int = 10) -> str:
+def _slow_checks(tmp_path: Path, seconds: int = 20) -> str:
     """A checks file that holds the restore in its verify step (under the lock) a while."""
     path = tmp_path / "slow-checks.sql"
     # Returns no row (the check passes) once the sleep is done; a constant-false filter would
@@ -87,20 +87,25 @@ def test_a_restore_paused_for_approval_keeps_a_second_restore_out(
     def paused_restore() -> None:
         try:
             outcome["result"] = database_failure(
-                database=database, connection="env:DR_TEST_RACE_DSN", repository=repo
+                system="", database=database, connection="env:DR_TEST_RACE_DSN", repository=repo
             )
         except BaseException as exc:
             outcome["error"] = exc
 
+    known = paused_runs()
     thread = threading.Thread(target=paused_restore)
     thread.start()
-    run_id = _paused_run()
+    run_id = _paused_run(known=known)
 
     second = dr("restore", "postgres", "--database", database, "--repo", repo, "--yes")
     assert second.returncode == 1 and "is locked by" in second.stderr
     with pytest.raises(LockHeld, match="locked by run"):
         database_failure(
-            database=database, connection="env:DR_TEST_RACE_DSN", repository=repo, approved=True
+            system="",
+            database=database,
+            connection="env:DR_TEST_RACE_DSN",
+            repository=repo,
+            approved=True,
         )
 
     resume_flow_run(run_id, run_input={"approve": True, "approver": "Ada", "reason": "tested"})

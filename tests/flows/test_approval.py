@@ -22,7 +22,9 @@ from tests.flows.conftest import use_database
 from tests.pg_helpers import table_fingerprints
 
 
-def _paused_run(deadline: float = 60) -> UUID:
+def _paused_run(deadline: float = 60, known: frozenset[UUID] = frozenset()) -> UUID:
+    """The run paused for approval that is not one of ``known`` (the server is shared by the
+    whole session: runs other tests left paused are passed as ``known``)."""
     end = time.monotonic() + deadline
     state_filter = FlowRunFilter(
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
@@ -30,10 +32,20 @@ def _paused_run(deadline: float = 60) -> UUID:
     while time.monotonic() < end:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(flow_run_filter=state_filter)
-        if runs:
-            return runs[0].id
+        fresh = [run for run in runs if run.id not in known]
+        if fresh:
+            return fresh[0].id
         time.sleep(0.5)
     raise AssertionError("the runbook never paused for approval")
+
+
+def paused_runs() -> frozenset[UUID]:
+    """The runs paused now (before a test starts its own)."""
+    state_filter = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    with get_client(sync_client=True) as client:
+        return frozenset(run.id for run in client.read_flow_runs(flow_run_filter=state_filter))
 
 
 def _run_in_thread(**kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
@@ -63,8 +75,9 @@ def test_restore_waits_for_a_person(
         conn.execute("DELETE FROM t WHERE id > 50")
     before = table_fingerprints(pg_server, database)
 
+    known = paused_runs()
     thread, outcome = _run_in_thread(system="shop", config_path=config)
-    run_id = _paused_run()
+    run_id = _paused_run(known=known)
     assert table_fingerprints(pg_server, database) == before  # nothing happened while paused
     resume_flow_run(run_id, run_input={"approve": approve, "approver": "Ada", "reason": "tested"})
     thread.join(timeout=120)

@@ -29,20 +29,22 @@ from uuid import UUID
 import psutil
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import StateType
 from prefect.exceptions import CancelledRun
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL
 
+from dr_runbooks.config import Config, IntegrityCheck, IntegrityConfig
 from dr_runbooks.errors import BadInput, ConfigError, LockHeld
 from dr_runbooks.postgres.connection import ConnInfo
-from dr_runbooks.postgres.corruption import WORKDIR_PREFIX
+from dr_runbooks.postgres.corruption import WORKDIR_PREFIX, load_integrity, parse_checks
 from dr_runbooks.runs import RunLog, RunRecord
 from dr_runbooks.storage import LocalStore
 from flows.backup_postgres import backup_postgres
 from flows.backup_postgres_physical import backup_postgres_physical
 from flows.data_corruption import data_corruption
 from tests.flows.conftest import PASSWORD
-from tests.flows.test_approval import _paused_run
 from tests.pg_helpers import database_names, table_fingerprints
 from tests.postgres.archiving import ArchivingServer, shared_dr, world_dir
 from tests.prefect_records import logs_and_artifacts_since
@@ -291,7 +293,7 @@ def test_a_dry_run_finds_the_scope_proposes_the_point_and_changes_nothing(
     assert orders["missing (to restore)"] == len(incident.deleted)
     assert orders["changed (to replace)"] == 3
     assert orders["added since"] == 1
-    assert "3 replaced" in result["plan"] or "**3 replaced**" in result["plan"]
+    assert "**3 replaced**" in result["plan"]
     assert physical.fingerprints() == before
     _nothing_left(physical)
     physical.repair_back(incident)
@@ -310,12 +312,332 @@ def test_rows_deleted_and_mangled_are_restored_and_later_changes_kept(physical: 
     assert result["recovery_point"]["target"] < incident.began.isoformat()
     assert result["rpo_met"] is True and result["rto_met"] is True
     # The live values replaced, ready for a person to replay.
-    [export] = [p for p in physical.exports() if result["export"].endswith(str(p.relative_to(physical.repo)))]
-    text = export.read_text()
+    assert result["export"].startswith(f"local/corruption/{SYSTEM}/{DB}/")
+    text = (physical.repo / result["export"].removeprefix("local/")).read_text()
     assert text.rstrip().endswith("are left")
     assert text.count("-- recovered: ") == 3 and "'garbage'" in text
     for oid in incident.deleted:
-        assert f"DELETE FROM \"public\".\"orders\" WHERE (\"id\") = ('{oid}');" in text
+        assert f'DELETE FROM "public"."orders" WHERE ("id") = (\'{oid}\');' in text
     assert f"VALUES ('{incident.new_order}', '1', '77'" in text
-    assert "\nline two" not in text.split("ROLLBACK")[0].split("-- recovered")[1]
+    # The recovered values' line breaks stay inside their comments.
+    assert "-- recovered: (" in text and "line one\\nline two" in text
+    starts = ("--", "BEGIN;", "INSERT INTO ", "DELETE FROM ", "ROLLBACK;")
+    assert all(line.startswith(starts) for line in text.splitlines() if line), text
     _nothing_left(physical)
+
+
+def test_bad_input_is_one_clear_error_and_changes_nothing(physical: Physical) -> None:
+    incident = physical.corrupt((9, 10))
+    before, exports = physical.fingerprints(), physical.exports()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"system": "nope"}, ConfigError, f"unknown system 'nope' .*declares: {SYSTEM}"),
+        ({"corruption_time": "yesterday noon"}, BadInput, "malformed time 'yesterday noon'"),
+        ({"corruption_time": "2001-01-01T00:00:00Z"}, BadInput, "before the recovery window"),
+        ({"corruption_time": future}, BadInput, "after the recovery window"),
+        ({"tables": ["no_such_table"]}, BadInput, "table no_such_table does not exist"),
+    ]
+    for kwargs, error, message in cases:
+        arguments = {"system": SYSTEM, "config_path": physical.config, "approved": True, **kwargs}
+        with pytest.raises(error, match=message):
+            data_corruption(**arguments)
+    assert physical.fingerprints() == before
+    assert physical.exports() == exports
+    _nothing_left(physical)
+    physical.repair_back(incident)
+
+
+def _spawn(world: Physical, **kwargs: Any) -> subprocess.Popen[bytes]:
+    code = (
+        "from flows.data_corruption import data_corruption\n"
+        f"data_corruption(system={SYSTEM!r}, config_path={world.config!r}, **{kwargs!r})\n"
+    )
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _wait(what: str, found: Callable[[], Any], timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = found()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _in_step(world: Physical, since: datetime, step: str) -> Callable[[], RunRecord | None]:
+    def check() -> RunRecord | None:
+        for record in world.records():
+            if record.started >= since and record.steps:
+                last = record.steps[-1]
+                if last.name == step and last.outcome == "running":
+                    return record
+        return None
+
+    return check
+
+
+@pytest.mark.parametrize(
+    "step", ["restore side by side", "approval", "repair (selective)"], ids=lambda s: s.split()[0]
+)
+def test_kill_9_at_a_step_changes_nothing_and_the_next_run_cleans_up_and_repairs(
+    physical: Physical, step: str
+) -> None:
+    customers = {"restore side by side": (13, 14), "approval": (15, 16)}.get(step, (17, 18))
+    incident = physical.corrupt(customers)
+    corrupted = physical.fingerprints()
+    begun = datetime.now(UTC)
+    writer = None
+    if step == "repair (selective)":
+        # A writer's open transaction keeps the repair waiting for its lock, inside the step.
+        writer = physical.conninfo.connect(dbname=DB, autocommit=False)
+        writer.execute("LOCK TABLE orders IN ROW EXCLUSIVE MODE")
+    earlier = set(_work_dirs())
+    child = _spawn(physical, approved=step != "approval")
+    try:
+        killed = _wait(f"the run to reach {step!r}", _in_step(physical, begun, step))
+        # Inside the step, once the recovered cluster's directory exists.
+        _wait("the recovered cluster's directory", lambda: set(_work_dirs()) - earlier)
+        if step == "repair (selective)":
+            time.sleep(1)  # the repair's own transaction is open and waiting for the lock
+        os.kill(child.pid, 9)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        if writer is not None:
+            time.sleep(2)  # the server notices the client is gone (1 s checks) and aborts
+            writer.rollback()
+            writer.close()
+    left = _work_dirs()
+    assert left, "the killed run left its recovered cluster behind"
+    assert physical.fingerprints() == corrupted  # the killed run changed nothing
+
+    result = data_corruption(system=SYSTEM, config_path=physical.config, approved=True)
+
+    _assert_repaired(physical, incident)
+    assert "remove leftovers of runs that died" in [s["step"] for s in result["steps"]]
+    _nothing_left(physical)
+    assert not _clusters_in(left), "the killed run's cluster still runs"
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(str(killed.run_id))).state
+    assert state is not None and state.type.value == "CRASHED"
+    [record] = [r for r in physical.records() if r.id == killed.id]
+    assert record.status == "failed" and record.failed_step == step
+
+
+def _paused_since(since: datetime) -> UUID:
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+
+    def find() -> UUID | None:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=paused)
+        mine = [r for r in runs if r.created is not None and r.created >= since]
+        return mine[0].id if mine else None
+
+    return _wait("the runbook to pause for approval", find)  # type: ignore[no-any-return]
+
+
+def _in_thread(**kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = data_corruption(**kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_second_run_is_refused_while_the_first_waits_for_approval(physical: Physical) -> None:
+    incident = physical.corrupt((19, 20))
+    begun = datetime.now(UTC)
+    thread, outcome = _in_thread(system=SYSTEM, config_path=physical.config)
+    run_id = _paused_since(begun)
+    corrupted = physical.fingerprints()
+
+    with pytest.raises(LockHeld, match=f"locked by run {run_id}"):
+        data_corruption(system=SYSTEM, config_path=physical.config, approved=True)
+    assert physical.fingerprints() == corrupted
+
+    resume_flow_run(run_id, run_input={"approve": True, "approver": "Ada", "reason": "INC-42"})
+    thread.join(timeout=300)
+    assert outcome["result"]["approval"] == "approved in the UI by Ada: INC-42"
+    _assert_repaired(physical, incident)
+    _nothing_left(physical)
+
+
+# -- a logical-only system ------------------------------------------------------------------------
+
+
+@dataclass
+class Logical:
+    pg: ConnInfo
+    database: str
+    config: str
+
+    def fingerprints(self, database: str | None = None) -> dict[str, tuple[int, str]]:
+        return table_fingerprints(self.pg, database or self.database)
+
+
+@pytest.fixture
+def logical(
+    pg_server: ConnInfo, make_database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Logical:
+    database = make_database("corrupt")
+    with pg_server.connect(dbname=database) as conn:
+        conn.execute(SCHEMA)
+    monkeypatch.setenv(
+        "DR_TEST_CORRUPT_DSN", f"postgresql://postgres:{PASSWORD}@/postgres?host={pg_server.host}"
+    )
+    config = tmp_path / "dr.yaml"
+    config.write_text(
+        f"""
+repositories:
+  primary: {{type: local, path: {tmp_path / "primary"}}}
+systems:
+  shop:
+    engine: postgres
+    connection: {{dsn_env: DR_TEST_CORRUPT_DSN}}
+    databases: [{database}]
+    repositories: [primary]
+    integrity:
+      checks:
+        - name: negative totals
+          sql: SELECT id, updated_at FROM orders WHERE total < 0
+          table: orders
+          timestamp_column: updated_at
+      validation:
+        - SELECT id FROM customers WHERE email NOT LIKE '%@%'
+"""
+    )
+    backup_postgres(system="shop", config_path=str(config), retention=False)
+    return Logical(pg_server, database, str(config))
+
+
+def test_a_logical_system_swaps_in_the_newest_backup_before_the_corruption(
+    logical: Logical,
+) -> None:
+    begun = datetime.now(UTC)
+    backed_up = logical.fingerprints()
+    time.sleep(1)
+    incident = corrupt(logical.pg, logical.database, (2, 3), mangle=4)
+    corrupted = logical.fingerprints()
+
+    result = data_corruption(
+        system="shop", config_path=logical.config, repair="swap", approved=True
+    )
+
+    # The whole database is the backup's again: the later changes are gone from it...
+    assert logical.fingerprints() == backed_up
+    # ...kept in the old database and in the export, and the plan said what more was lost.
+    old = result["kept_old_database"]
+    assert old.startswith(f"{logical.database}__pre_restore_")
+    assert logical.fingerprints(old) == corrupted
+    point = result["recovery_point"]
+    assert point["method"] == "logical" and point["proposed"] is True
+    assert point["more_lost_seconds"] > 1
+    assert datetime.fromisoformat(point["began"]) == incident.began
+    assert any("logical backups only" in line for line in result["lost"])
+    tables = {t["table"]: t for t in result["tables"]}
+    assert tables["public.events"]["added since"] == 1
+    assert tables["public.customers"]["changed (to replace)"] == 1
+    assert result["export_rows"] >= len(incident.deleted) + 4 + 1 + 1 + 1
+    # No secret reached Prefect.
+    assert PASSWORD not in logs_and_artifacts_since(begun)
+
+
+def test_a_rejected_plan_changes_nothing_and_removes_the_copy(logical: Logical) -> None:
+    corrupt(logical.pg, logical.database, (4, 5), mangle=2)
+    corrupted = logical.fingerprints()
+    with pytest.raises(BadInput, match="before the oldest logical backup"):
+        data_corruption(
+            system="shop", config_path=logical.config, corruption_time="2001-01-01T00:00:00Z"
+        )
+    begun = datetime.now(UTC)
+    thread, outcome = _in_thread(system="shop", config_path=logical.config)
+    run_id = _paused_since(begun)
+    resume_flow_run(run_id, run_input={"approve": False, "approver": "Bo", "reason": "not now"})
+    thread.join(timeout=300)
+
+    assert isinstance(outcome.get("error"), CancelledRun)
+    assert "plan rejected by Bo: not now" in str(outcome["error"])
+    assert logical.fingerprints() == corrupted
+    assert database_names(logical.pg, f"{logical.database}\\_\\_%") == []
+
+
+def test_a_swap_replaces_the_database_by_its_state_just_before_the_corruption(
+    physical: Physical,
+) -> None:
+    """The last test of the WAL-archived world: its ``shop`` becomes the recovered one."""
+    with physical.conninfo.connect(dbname=DB) as conn:
+        conn.execute("INSERT INTO events (what) VALUES ('before the corruption')")
+    time.sleep(0.5)
+    at_the_point = physical.fingerprints()
+    time.sleep(0.5)
+    incident = physical.corrupt((21, 22))
+    corrupted = physical.fingerprints()
+
+    result = data_corruption(
+        system=SYSTEM,
+        config_path=physical.config,
+        repair="swap",
+        corruption_time=incident.began.isoformat(),
+        approved=True,
+    )
+
+    # Every table as it was just before the corruption began: the later event, order and
+    # email are gone from the live database, kept in the old one and in the export.
+    assert physical.fingerprints() == at_the_point
+    old = result["kept_old_database"]
+    assert table_fingerprints(physical.conninfo, old) == corrupted
+    assert result["recovery_point"]["proposed"] is False
+    assert result["recovery_point"]["more_lost_seconds"] == pytest.approx(0, abs=1e-5)
+    tables = {t["table"]: t for t in result["tables"]}
+    assert tables["public.events"]["added since"] == 1
+    assert tables["public.customers"]["changed (to replace)"] == 1
+    text = (physical.repo / result["export"].removeprefix("local/")).read_text()
+    assert "'after the corruption'" in text and f"'{incident.email}'" in text
+    assert result["rpo_seconds"] == pytest.approx(0, abs=1e-3)
+    with physical.conninfo.connect() as conn:
+        conn.execute(f'DROP DATABASE "{old}" WITH (FORCE)')
+    _nothing_left(physical)
+
+
+# -- the checks files ----------------------------------------------------------------------------
+
+
+def test_a_checks_file_describes_each_query_by_the_comments_above_it(tmp_path: Path) -> None:
+    text = CHECKS_SQL + "\nSELECT id FROM orders WHERE note = 'a;b'\n  AND total = 0;  -- why\n"
+    checks = parse_checks(text)
+    assert [c.name for c in checks] == ["negative totals", "customers without orders", "check 3"]
+    assert (checks[0].table, checks[0].timestamp_column) == ("orders", "updated_at")
+    assert checks[1].sql.startswith("SELECT c.id FROM customers c\nWHERE NOT EXISTS")
+    assert checks[2].sql.endswith("AND total = 0") and checks[2].table is None
+
+    config = Config(base_dir=tmp_path)
+    declared = IntegrityConfig(checks_file="missing.sql")
+    with pytest.raises(ConfigError, match=r"cannot read checks_file .*missing\.sql"):
+        load_integrity(config, "shop", declared)
+    with pytest.raises(ConfigError, match="declares no integrity checks"):
+        load_integrity(config, "shop", None)
+    (tmp_path / "checks.sql").write_text(CHECKS_SQL)
+    both = IntegrityConfig(
+        checks=[IntegrityCheck(name="negative totals", sql="SELECT 1 WHERE false")],
+        checks_file="checks.sql",
+    )
+    with pytest.raises(ConfigError, match="two integrity queries are called 'negative totals'"):
+        load_integrity(config, "shop", both)

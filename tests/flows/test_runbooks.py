@@ -180,6 +180,8 @@ def test_bad_input_fails_before_anything_changes(
         )
     with pytest.raises(BadInput, match="malformed time"):
         database_failure(system="shop", before="last tuesday", approved=True, config_path=config)
+    with pytest.raises(BadInput, match="malformed time 'at dawn'"):
+        database_failure(system="shop", incident_time="at dawn", approved=True, config_path=config)
     with pytest.raises(ConfigError, match="unknown system 'nope'"):
         database_failure(system="nope", approved=True, config_path=config)
     assert database_names(pg_server, f"{database}\\_\\_%") == []

@@ -57,9 +57,12 @@ class FetchSpool:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def want(self, name: str) -> None:
-        _write_atomic(self.want_path, name.encode())
+        """Ask for ``name``. Each request is told from the one before, also when PostgreSQL
+        asks for the same file again (it reads a timeline's history file twice in a row)."""
+        _write_atomic(self.want_path, f"{name} {os.getpid()}-{time.monotonic_ns()}".encode())
 
-    def wanted(self) -> str | None:
+    def request(self) -> str | None:
+        """The newest request, as :meth:`want` wrote it."""
         try:
             return self.want_path.read_text().strip() or None
         except FileNotFoundError:
@@ -166,7 +169,7 @@ def run_fetcher(
         done: set[str] = set()
         # Segments not archived (yet): nothing beyond one is fetched until it is asked for.
         missing: set[str] = set()
-        last_want, idle_since = None, time.monotonic()
+        last_request, idle_since = None, time.monotonic()
         with ThreadPoolExecutor(max(parallel, 1), thread_name_prefix="dr-wal-fetch") as pool:
             while True:
                 for name, future in list(running.items()):
@@ -175,9 +178,10 @@ def run_fetcher(
                         done.add(name)
                         if isinstance(future.exception(), ObjectNotFound):
                             missing.add(name)
-                want = spool.wanted()
-                if want is not None and want != last_want:
-                    last_want, idle_since = want, time.monotonic()
+                request = spool.request()
+                if request is not None and request != last_request:
+                    last_request, idle_since = request, time.monotonic()
+                    want = request.split()[0]
                     names = _window(want, window)
                     _drop_unwanted(spool, set(names))
                     done &= set(names)
