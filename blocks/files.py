@@ -9,13 +9,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect.blocks.core import Block
 from pydantic import Field, model_validator
 
 from blocks.azure import AzureCredentials
 from blocks.fields import OptionalSecret
-from dr_runbooks.files import BlobAccount
 from dr_runbooks.redaction import register_secret
+
+if TYPE_CHECKING:  # the Azure Blob SDK is imported when a backup needs it, not with the block
+    from dr_runbooks.files import BlobAccount
 
 __all__ = ["AzureFileStorage"]
 
@@ -56,6 +60,8 @@ class AzureFileStorage(Block):
 
     def get_blob_account(self) -> BlobAccount:
         """The account (the client factory of this block)."""
+        from dr_runbooks.files import BlobAccount
+
         if self.connection_string is not None:
             secret = self.connection_string.get_secret_value()
             register_secret(secret)
