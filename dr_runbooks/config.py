@@ -31,6 +31,7 @@ __all__ = [
     "EscalationConfig",
     "EscalationLevel",
     "FilesConfig",
+    "GitConfig",
     "IdentityConfig",
     "IntegrationTestConfig",
     "IntegrityCheck",
@@ -377,11 +378,35 @@ class FilesConfig(_Strict):
         return self
 
 
+class GitConfig(_Strict):
+    """A git repository holding configuration (``engine: git``); its credential, when it needs
+    one, comes from an environment variable, never from dr.yaml."""
+
+    url: str = Field(description="The repository: an https:// or ssh URL, or a local path")
+    refs: list[str] = Field(
+        default_factory=lambda: ["refs/heads/*", "refs/tags/*"],
+        min_length=1,
+        description="The refs backed up (glob patterns)",
+    )
+    username: str | None = Field(None, description="The user name the credential goes with")
+    password_env: str | None = Field(
+        None, description="Environment variable holding the password or access token"
+    )
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> GitConfig:
+        bad = [ref for ref in self.refs if not ref.startswith("refs/")]
+        if bad:
+            raise ValueError(f"git: refs are patterns under refs/, not {bad[0]!r}")
+        return self
+
+
 class SystemConfig(_Strict):
     """A protected system: one database server and the databases on it we back up, or
-    (``engine: blob``) a storage account's containers."""
+    (``engine: blob``) a storage account's containers, or (``engine: git``) a repository
+    holding configuration."""
 
-    engine: Literal["postgres", "mongodb", "blob"]
+    engine: Literal["postgres", "mongodb", "blob", "git"]
     tier: Literal["critical", "non_critical"] = "critical"
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
     databases: list[str] = Field(default_factory=list, description="Empty: the DSN's database")
@@ -406,11 +431,16 @@ class SystemConfig(_Strict):
     files: FilesConfig | None = Field(
         None, description="The storage account and its containers (engine: blob)"
     )
+    git: GitConfig | None = Field(
+        None, description="The repository holding the configuration (engine: git)"
+    )
 
     @model_validator(mode="after")
     def _check_azure(self) -> SystemConfig:
         if (self.engine == "blob") != (self.files is not None):
             raise ValueError("engine: blob goes with files: (the account and its containers)")
+        if (self.engine == "git") != (self.git is not None):
+            raise ValueError("engine: git goes with git: (the repository and its refs)")
         if self.physical and self.engine != "postgres":
             raise ValueError("physical is for a postgres system (WAL archiving, base backups)")
         if self.breach is not None and self.sites is None:

@@ -71,6 +71,7 @@ __all__ = [
     "Repository",
     "RetentionPlan",
     "copy_backup",
+    "copy_object",
     "new_backup_id",
     "parse_time",
 ]
@@ -699,6 +700,38 @@ class Repository:
         return records
 
 
+def copy_object(
+    source: Store,
+    source_prefix: str,
+    entry: ObjectEntry,
+    target: Repository,
+    target_prefix: str,
+    seal: bool,
+) -> ObjectEntry:
+    """Copy one object of a backup as stored, re-checking its size and sha256 on the way; with
+    ``seal`` (an object stored in clear going into a repository with ``encrypt_to``) encrypt
+    it on the way and return the entry of what was stored."""
+    name = entry.logical_name + crypto.SUFFIX if seal else entry.name
+    digest, stored = Digest(), Digest()
+    with source.open(source_prefix + entry.name) as handle:
+        chunks = hashed(progress.counted("copy", read_chunks(handle)), digest)
+        if seal:
+            chunks = crypto.encrypt(chunks, target.encrypt_to)
+        target.store.put(target_prefix + name, hashed(chunks, stored))
+    if digest.sha256 != entry.sha256 or digest.size != entry.size:
+        raise ChecksumMismatch(f"{source_prefix}{entry.name} changed while copying")
+    if not seal:
+        return entry
+    return entry.model_copy(
+        update={
+            "name": name,
+            "size": stored.size,
+            "sha256": stored.sha256,
+            "encryption": ObjectEncryption(recipients=list(target.encrypt_to)),
+        }
+    )
+
+
 def copy_backup(source: Repository, backup: Backup, target: Repository) -> Manifest:
     """Copy a complete backup to another repository, re-checking every checksum on the way.
 
@@ -712,26 +745,8 @@ def copy_backup(source: Repository, backup: Backup, target: Repository) -> Manif
     try:
         entries = []
         for entry in manifest.objects:
-            digest, stored = Digest(), Digest()
             seal = entry.encryption is None and bool(target.encrypt_to)
-            name = entry.logical_name + crypto.SUFFIX if seal else entry.name
-            with source.store.open(backup.prefix + entry.name) as handle:
-                chunks = hashed(progress.counted("copy", read_chunks(handle)), digest)
-                if seal:
-                    chunks = crypto.encrypt(chunks, target.encrypt_to)
-                target.store.put(prefix + name, hashed(chunks, stored))
-            if digest.sha256 != entry.sha256 or digest.size != entry.size:
-                raise ChecksumMismatch(f"{backup.prefix}{entry.name} changed while copying")
-            if seal:
-                entry = entry.model_copy(
-                    update={
-                        "name": name,
-                        "size": stored.size,
-                        "sha256": stored.sha256,
-                        "encryption": ObjectEncryption(recipients=list(target.encrypt_to)),
-                    }
-                )
-            entries.append(entry)
+            entries.append(copy_object(source.store, backup.prefix, entry, target, prefix, seal))
         copied = manifest.model_copy(update={"objects": entries})
         target.commit(prefix, copied)
     except BaseException:

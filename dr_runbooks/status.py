@@ -13,7 +13,9 @@ The state of one database of a system, in order of precedence:
 
 A file storage system (``engine: blob``) has one row, against the file-storage RPO, with
 ``POLICY`` when the storage account's own protection falls short of the plan
-(:mod:`dr_runbooks.files.status`).
+(:mod:`dr_runbooks.files.status`). A configuration system (``engine: git``) has one row,
+``(config)``, against the configuration RPO of 0: the remote's refs against the newest bundle
+(:mod:`dr_runbooks.gitconfig.status`).
 
 A system marked ``physical`` has one more row, ``(cluster)``, for its base backups and WAL: the
 age of the newest archived WAL segment is the RPO achieved (``STALE`` beyond the objective:
@@ -233,6 +235,10 @@ def system_status(
 
         policy, problem = policy_of(system.files)
         return [file_status(config, name, repository, policy, problem, now)]
+    if system.engine == "git" and system.git is not None:
+        from dr_runbooks.gitconfig.status import config_status
+
+        return [config_status(config, name, system.git, repository, now)]
     rpo = config.objectives.rpo.database
     if not repository.store.exists():
         backups: list[Backup] = []

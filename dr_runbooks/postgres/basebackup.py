@@ -77,6 +77,7 @@ from dr_runbooks.repository import (
     ObjectEncryption,
     ObjectEntry,
     Repository,
+    copy_object,
     new_backup_id,
 )
 from dr_runbooks.storage.base import Store
@@ -763,25 +764,7 @@ def copy_base_backup(
                 entries.extend([stripped] if stripped is not None else [])
                 continue
             seal = entry.encryption is None and bool(target.encrypt_to) and entry.name == DATA
-            name = entry.name + crypto.SUFFIX if seal else entry.name
-            digest, stored = Digest(), Digest()
-            with source.store.open(backup.prefix + entry.name) as handle:
-                chunks = hashed(progress.counted("copy", read_chunks(handle)), digest)
-                if seal:
-                    chunks = crypto.encrypt(chunks, target.encrypt_to)
-                target.store.put(prefix + name, hashed(chunks, stored))
-            if digest.sha256 != entry.sha256 or digest.size != entry.size:
-                raise ChecksumMismatch(f"{backup.prefix}{entry.name} changed while copying")
-            if seal:
-                entry = entry.model_copy(
-                    update={
-                        "name": name,
-                        "size": stored.size,
-                        "sha256": stored.sha256,
-                        "encryption": ObjectEncryption(recipients=list(target.encrypt_to)),
-                    }
-                )
-            entries.append(entry)
+            entries.append(copy_object(source.store, backup.prefix, entry, target, prefix, seal))
         copied = manifest.model_copy(update={"objects": entries})
         _commit(target, prefix, copied)
     except BaseException:
