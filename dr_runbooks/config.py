@@ -36,6 +36,7 @@ __all__ = [
     "IntegrationTestConfig",
     "IntegrityCheck",
     "IntegrityConfig",
+    "KeyVaultConfig",
     "MongoUserRotation",
     "Objectives",
     "PerformanceConfig",
@@ -401,12 +402,25 @@ class GitConfig(_Strict):
         return self
 
 
+class KeyVaultConfig(_Strict):
+    """A Key Vault whose secrets are backed up (``engine: keyvault``) with Key Vault's own
+    backup, restorable only within the same subscription and geography."""
+
+    vault_url: str = Field(description="https://VAULT.vault.azure.net (DefaultAzureCredential)")
+    secrets: list[str] = Field(
+        default_factory=list, description="The secrets backed up (default: every secret)"
+    )
+    rpo: Duration = Field(
+        timedelta(hours=24), description="A newer backup than this is expected (daily backups)"
+    )
+
+
 class SystemConfig(_Strict):
     """A protected system: one database server and the databases on it we back up, or
     (``engine: blob``) a storage account's containers, or (``engine: git``) a repository
-    holding configuration."""
+    holding configuration, or (``engine: keyvault``) a Key Vault's secrets."""
 
-    engine: Literal["postgres", "mongodb", "blob", "git"]
+    engine: Literal["postgres", "mongodb", "blob", "git", "keyvault"]
     tier: Literal["critical", "non_critical"] = "critical"
     connection: ConnectionConfig = Field(default_factory=ConnectionConfig)
     databases: list[str] = Field(default_factory=list, description="Empty: the DSN's database")
@@ -434,6 +448,9 @@ class SystemConfig(_Strict):
     git: GitConfig | None = Field(
         None, description="The repository holding the configuration (engine: git)"
     )
+    keyvault: KeyVaultConfig | None = Field(
+        None, description="The vault whose secrets are backed up (engine: keyvault)"
+    )
 
     @model_validator(mode="after")
     def _check_azure(self) -> SystemConfig:
@@ -441,6 +458,8 @@ class SystemConfig(_Strict):
             raise ValueError("engine: blob goes with files: (the account and its containers)")
         if (self.engine == "git") != (self.git is not None):
             raise ValueError("engine: git goes with git: (the repository and its refs)")
+        if (self.engine == "keyvault") != (self.keyvault is not None):
+            raise ValueError("engine: keyvault goes with keyvault: (the vault and its secrets)")
         if self.physical and self.engine != "postgres":
             raise ValueError("physical is for a postgres system (WAL archiving, base backups)")
         if self.breach is not None and self.sites is None:

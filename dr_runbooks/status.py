@@ -15,7 +15,9 @@ A file storage system (``engine: blob``) has one row, against the file-storage R
 ``POLICY`` when the storage account's own protection falls short of the plan
 (:mod:`dr_runbooks.files.status`). A configuration system (``engine: git``) has one row,
 ``(config)``, against the configuration RPO of 0: the remote's refs against the newest bundle
-(:mod:`dr_runbooks.gitconfig.status`).
+(:mod:`dr_runbooks.gitconfig.status`). A Key Vault system (``engine: keyvault``) has one row,
+``(secrets)``, which always says that its backups are restorable only within the same
+subscription and geography (:mod:`dr_runbooks.keyvault.status`).
 
 A system marked ``physical`` has one more row, ``(cluster)``, for its base backups and WAL: the
 age of the newest archived WAL segment is the RPO achieved (``STALE`` beyond the objective:
@@ -39,6 +41,7 @@ from typing import Any
 from dr_runbooks.config import Config, SystemConfig
 from dr_runbooks.errors import DRError
 from dr_runbooks.repository import Backup, Repository
+from dr_runbooks.statusrow import DatabaseStatus
 from dr_runbooks.text import first_line
 
 __all__ = [
@@ -49,33 +52,6 @@ __all__ = [
     "repository_protection",
     "system_status",
 ]
-
-
-@dataclass
-class DatabaseStatus:
-    system: str
-    engine: str
-    database: str
-    repository: str
-    state: str
-    detail: str
-    newest_backup: str | None = None
-    newest_point: datetime | None = None
-    age_seconds: float | None = None
-    rpo_seconds: float = 0.0
-    verified_backup: str | None = None
-    verified_point: datetime | None = None
-    verified_at: datetime | None = None
-    legacy: bool = False
-    damaged: list[str] = field(default_factory=list)
-    skewed: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("newest_point", "verified_point", "verified_at"):
-            if data[key] is not None:
-                data[key] = data[key].isoformat()
-        return data
 
 
 def _verified_at(record: dict[str, Any]) -> datetime | None:
@@ -239,6 +215,13 @@ def system_status(
         from dr_runbooks.gitconfig.status import config_status
 
         return [config_status(config, name, system.git, repository, now)]
+    if system.engine == "keyvault" and system.keyvault is not None:
+        from dr_runbooks.keyvault.status import default_clients, protection_of, vault_status
+
+        protection, problem = protection_of(system.keyvault, default_clients)
+        return [
+            vault_status(config, name, repository, protection, problem, now, system.keyvault.rpo)
+        ]
     rpo = config.objectives.rpo.database
     if not repository.store.exists():
         backups: list[Backup] = []

@@ -54,9 +54,11 @@ __all__ = [
     "verify_server_for",
 ]
 
-#: ``blob`` is a storage account's files (:mod:`dr_runbooks.files`): it has no connection,
-#: and the database runbooks refuse it (:func:`resolve_target`).
-Engine = Literal["postgres", "mongodb", "blob"]
+#: ``blob`` is a storage account's files (:mod:`dr_runbooks.files`), ``git`` a repository of
+#: configuration (:mod:`dr_runbooks.gitconfig`), ``keyvault`` a vault's secrets
+#: (:mod:`dr_runbooks.keyvault`): they have no connection, and the database
+#: runbooks refuse them (:func:`resolve_target`).
+Engine = Literal["postgres", "mongodb", "blob", "git", "keyvault"]
 #: A connection of either engine; ``Target.engine`` says which.
 Connection = ConnInfo | MongoConnInfo
 
@@ -374,6 +376,16 @@ def resolve_target(
         raise ConfigError(
             f"system {system!r} is file storage (engine: blob): its runbooks are backup-files "
             "and file-storage-failure"
+        )
+    if engine == "git" or (declared is not None and declared.engine == "git"):
+        raise ConfigError(
+            f"system {system!r} is configuration in git (engine: git): its runbooks are "
+            "backup-config and config-restore"
+        )
+    if engine == "keyvault" or (declared is not None and declared.engine == "keyvault"):
+        raise ConfigError(
+            f"system {system!r} is Key Vault secrets (engine: keyvault): its runbooks are "
+            "backup-keyvault and keyvault-restore"
         )
     if engine not in ("postgres", "mongodb"):
         raise ConfigError("name a system from dr.yaml, or say which engine the run is for")

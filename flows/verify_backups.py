@@ -17,6 +17,11 @@ archived WAL, recovers to the end of the archive in a new cluster on a side port
 ``pg_verifybackup``-checked, replayed and promoted, then stopped and removed); the newest
 archived segment's age is the RPO achieved.
 
+A configuration system (``engine: git``) has its newest bundle's stored checksum, ``git bundle
+verify`` and refs checked and recorded (its RPO is ``dr status``'s, from the remote's refs).
+A Key Vault system (``engine: keyvault``) has its newest backup's checksums checked and
+recorded (its content is Key Vault's own: only Key Vault can restore it).
+
 A server that cannot be reached fails that system's verification and the others are still
 checked. Any failure or stale backup sends one notification and fails the run, after every
 system has been checked.
@@ -49,6 +54,8 @@ from flows.runbook import Runbook, runbook
 from tasks._runtime import logger
 from tasks.config import dr_load_target, dr_load_verify_server
 from tasks.files import files_verify_system
+from tasks.gitconfig import git_verify_system
+from tasks.keyvault import keyvault_verify_system
 from tasks.mongodb import mongodb_drop_leftover_verifications, mongodb_verify_backup
 from tasks.physical import pitr_restore, pitr_stop, wal_chain_check
 from tasks.postgres import (
@@ -93,6 +100,14 @@ def verify_backups(
             if name in declared and declared[name].engine == "blob":
                 with rb.step(f"verify {name} files"):
                     results.append(files_verify_system(name, config_path))
+                continue
+            if name in declared and declared[name].engine == "git":
+                with rb.step(f"verify {name} configuration"):
+                    results.append(git_verify_system(name, config_path))
+                continue
+            if name in declared and declared[name].engine == "keyvault":
+                with rb.step(f"verify {name} secrets"):
+                    results.append(keyvault_verify_system(name, config_path))
                 continue
             with rb.step(f"load {name}"):
                 target = dr_load_target(None, name, config_path=config_path)

@@ -82,8 +82,14 @@ def test_expected_deployments_exist() -> None:
         "data-corruption",
         "files-backup-daily",
         "file-storage-failure",
+        "config-backup",
+        "config-restore",
+        "keyvault-backup-daily",
+        "keyvault-restore",
     } <= names
     assert by_name()["file-storage-failure"]["schedules"] == []
+    assert by_name()["config-restore"]["schedules"] == []
+    assert by_name()["keyvault-restore"]["schedules"] == []
 
 
 def _schedule(name: str) -> dict[str, Any]:
@@ -116,6 +122,13 @@ def test_file_backup_at_0100_every_day() -> None:
     times = fire_times(_schedule("files-backup-daily"))
     assert {(t.hour, t.minute) for t in times} == {(1, 0)}
     assert len({t.date() for t in times}) == len(times) == (END - START).days
+
+
+def test_config_check_every_15_minutes() -> None:
+    day = START + timedelta(days=1)
+    times = [t for t in fire_times(_schedule("config-backup"), START, day) if t < day]
+    assert {t.minute for t in times} == {0, 15, 30, 45}
+    assert len(times) == 24 * 4
 
 
 def test_verification_at_0400_every_day() -> None:

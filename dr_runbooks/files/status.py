@@ -28,7 +28,7 @@ from dr_runbooks.files.catalog import FileCatalog
 from dr_runbooks.files.policy import PolicyAudit, audit, read_settings
 from dr_runbooks.files.source import BlobAccount
 from dr_runbooks.repository import Repository
-from dr_runbooks.status import DatabaseStatus
+from dr_runbooks.statusrow import DatabaseStatus
 from dr_runbooks.text import first_line
 
 __all__ = ["FILES_ROW", "account_from_config", "file_status", "policy_of"]

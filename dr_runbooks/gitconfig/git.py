@@ -35,8 +35,8 @@ __all__ = [
     "bundle_heads",
     "clone_bundle",
     "create_bundle",
-    "ls_remote",
     "local_refs",
+    "ls_remote",
     "push_refs",
     "run_git",
     "verify_bundle",
@@ -44,7 +44,12 @@ __all__ = [
 
 #: What a configuration backup holds unless dr.yaml says otherwise: branches and tags.
 DEFAULT_REFS = ("refs/heads/*", "refs/tags/*")
-_ASKPASS = '#!/bin/sh\ncase "$1" in\n  Username*) printf "%s\\n" "$DR_GIT_USERNAME" ;;\n  *) printf "%s\\n" "$DR_GIT_PASSWORD" ;;\nesac\n'
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$DR_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$DR_GIT_PASSWORD" ;;
+esac
+"""
 _UNREACHABLE = (
     "could not resolve host",
     "connection refused",

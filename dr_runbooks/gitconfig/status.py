@@ -22,7 +22,7 @@ from dr_runbooks.errors import DRError
 from dr_runbooks.gitconfig.backup import compare, remote_from_config
 from dr_runbooks.gitconfig.catalog import ConfigCatalog
 from dr_runbooks.repository import Repository
-from dr_runbooks.status import DatabaseStatus
+from dr_runbooks.statusrow import DatabaseStatus
 from dr_runbooks.text import first_line
 
 __all__ = ["CONFIG_ROW", "config_status"]

@@ -3,20 +3,33 @@ restore by clone and by push, verification, credentials, retention and a killed 
 
 from __future__ import annotations
 
+import base64
+import functools
+import http.server
 import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from dr_runbooks import crypto
 from dr_runbooks.config import Config
-from dr_runbooks.errors import BadInput, ChecksumMismatch, ServerUnreachable
+from dr_runbooks.errors import (
+    BadInput,
+    ChecksumMismatch,
+    ConnectionFailed,
+    IdentityRequired,
+    ServerUnreachable,
+)
 from dr_runbooks.gitconfig import (
     DEFAULT_REFS,
     ConfigCatalog,
@@ -31,6 +44,8 @@ from dr_runbooks.gitconfig import (
 from dr_runbooks.gitconfig.git import ls_remote
 from dr_runbooks.repository import Repository
 from dr_runbooks.status import DatabaseStatus, system_status
+from dr_runbooks.storage import LocalStore
+from tests.encryption.conftest import make_key
 from tests.gitconfig.conftest import SYSTEM, commit, git, refs_of
 
 
@@ -224,10 +239,14 @@ def test_engine_git_goes_with_git_section(tmp_path: Path) -> None:
     assert loaded.systems["c"].git.refs == list(DEFAULT_REFS)
 
 
+def _fixed(moment: datetime) -> Callable[[], datetime]:
+    return lambda: moment
+
+
 def test_retention_keeps_the_newest(remote: GitRemote, catalog: ConfigCatalog) -> None:
     now = datetime.now(UTC)
     ids = [
-        backup_config(remote, catalog, DEFAULT_REFS, now=lambda d=days: now - timedelta(days=d)).id
+        backup_config(remote, catalog, DEFAULT_REFS, now=_fixed(now - timedelta(days=days))).id
         for days in (30, 20, 10, 1)
     ]
     expired = catalog.expired(now, retention_days=7, min_keep=2)
@@ -271,3 +290,80 @@ def test_a_backup_killed_mid_way_leaves_nothing_in_the_way(
     later = datetime.now(UTC) + timedelta(days=2)
     assert catalog.remove_abandoned(later) == [f"config/{SYSTEM}/backups/{left.name}/"]
     assert [p.name for p in base.iterdir()] == [manifest.id]
+
+
+class _BasicAuthGit(http.server.SimpleHTTPRequestHandler):
+    """git's "dumb" HTTP protocol (plain files of a bare repository) behind basic auth."""
+
+    expected = ""
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="config"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def served(origin: Path, tmp_path: Path) -> Iterator[str]:
+    """``origin`` as a bare repository over HTTP that wants user ``ops``, token ``TOKEN``."""
+    bare = tmp_path / "served" / "config.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(origin), str(bare)], check=True)
+    subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)
+    credential = base64.b64encode(f"ops:{TOKEN}".encode()).decode()
+    handler = functools.partial(_BasicAuthGit, directory=str(tmp_path / "served"))
+    _BasicAuthGit.expected = f"Basic {credential}"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/config.git"
+    server.shutdown()
+    server.server_close()
+
+
+TOKEN = "tok-Zq81sEcReT"
+
+
+def test_the_credential_reaches_git_through_askpass_only(
+    served: str, origin: Path, catalog: ConfigCatalog, traced_git: Path
+) -> None:
+    host = served.split("//", 1)[1]
+    remote = GitRemote.parse(f"http://ops:{TOKEN}@{host}")
+
+    manifest = backup_config(remote, catalog, DEFAULT_REFS)
+
+    assert manifest.refs == refs_of(origin)
+    assert TOKEN not in traced_git.read_text() and TOKEN not in manifest.model_dump_json()
+    assert manifest.source == served
+    wrong = GitRemote.parse(f"http://ops:not-the-token@{host}")
+    with pytest.raises(ConnectionFailed) as caught:
+        ls_remote(wrong)
+    assert "not-the-token" not in str(caught.value)
+
+
+def test_an_encrypted_repository_stores_the_bundle_sealed(
+    origin: Path, remote: GitRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DR_AGE_IDENTITY_FILE", raising=False)
+    key = make_key(tmp_path, "config")
+    store = LocalStore(tmp_path / "sealed")
+    ring = crypto.Keyring([crypto.FileIdentity(str(key.path))])
+    sealed = ConfigCatalog(Repository(store, encrypt_to=[key.recipient], keyring=ring), SYSTEM)
+
+    manifest = backup_config(remote, sealed, DEFAULT_REFS)
+
+    assert manifest.bundle.key.endswith(".bundle.age")
+    assert manifest.bundle.encryption is not None
+    assert b"refs/heads/main" not in store.read_bytes(manifest.bundle.key)
+    assert restore_clone(sealed, sealed.find(), tmp_path / "clone") == refs_of(origin)
+    assert verify_backup(sealed, sealed.find())["ok"]
+    keyless = ConfigCatalog(Repository(store, encrypt_to=[key.recipient]), SYSTEM)
+    with pytest.raises(IdentityRequired):
+        restore_clone(keyless, keyless.find(), tmp_path / "never")
+    assert not (tmp_path / "never").exists()

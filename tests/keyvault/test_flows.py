@@ -1,0 +1,71 @@
+"""The Key Vault runbooks as real Prefect flows against the loopback endpoint, signing in as
+the worker's managed identity: the backup (with its audit), verify-backups, and the restore
+(a dry run first, then approved in advance) that leaves an existing secret alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from azure.keyvault.secrets import SecretClient
+
+from dr_runbooks.keyvault import LIMIT
+from flows.backup_keyvault import backup_keyvault
+from flows.keyvault_restore import keyvault_restore_flow
+from flows.verify_backups import verify_backups
+from tests.azure_api import AzureApi
+from tests.keyvault.conftest import SYSTEM
+
+
+@pytest.fixture(autouse=True)
+def _prefect(prefect_server: None) -> None:
+    """Every flow test runs against the session's Prefect test server."""
+
+
+@pytest.fixture
+def signed_in(api: AzureApi, monkeypatch: pytest.MonkeyPatch) -> AzureApi:
+    for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "MSI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", api.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", api.identity_header)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", api.ca_file)
+    return api
+
+
+@pytest.fixture
+def config(tmp_path: Path, signed_in: AzureApi) -> str:
+    path = tmp_path / "dr.yaml"
+    path.write_text(f"""
+repositories:
+  local: {{type: local, path: {tmp_path / "backups"}}}
+systems:
+  {SYSTEM}:
+    engine: keyvault
+    keyvault: {{vault_url: "{signed_in.url}"}}
+    repositories: [local]
+""")
+    return str(path)
+
+
+def test_backup_verify_and_restore_through_the_runbooks(
+    signed_in: AzureApi, client: SecretClient, config: str
+) -> None:
+    client.set_secret("db-password", "Pa55-word")
+    client.set_secret("api-key", "k-123456")
+
+    result = backup_keyvault(system=SYSTEM, config_path=config)
+
+    assert result["secrets"] == ["api-key", "db-password"] and result["limit"] == LIMIT
+    assert result["protection"]["purge_protection"] is True
+    [verified] = verify_backups(systems=[SYSTEM], config_path=config, notify=False)
+    assert (verified["outcome"], verified["backup_id"]) == ("ok", result["backup_id"])
+
+    del signed_in.vault.secrets["db-password"]
+    client.set_secret("api-key", "k-changed")
+    planned = keyvault_restore_flow(system=SYSTEM, dry_run=True, config_path=config)
+    assert planned["dry_run"] and signed_in.vault.latest("db-password") is None
+
+    done = keyvault_restore_flow(system=SYSTEM, approved=True, config_path=config)
+    assert done["restored"] == ["db-password"] and list(done["existing"]) == ["api-key"]
+    assert signed_in.vault.latest("db-password").value == "Pa55-word"  # type: ignore[union-attr]
+    assert signed_in.vault.latest("api-key").value == "k-changed"  # type: ignore[union-attr]
