@@ -18,6 +18,7 @@ import psutil
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect.settings import PREFECT_API_URL
 
 from dr_runbooks.errors import ConfigError, LockHeld, RestoreVerificationFailed, VerificationFailed
@@ -112,8 +113,10 @@ def shop(
 
 def _artifact(key: str) -> Any:
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            limit=1, artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        found = client.read_artifacts(  # the newest: other tests' drills publish the key too
+            limit=1,
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
         )
     assert found, f"no artifact {key}"
     return found[0]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.sorting import ArtifactSort
 
 from dr_runbooks.config import load_config
 from dr_runbooks.errors import ConfigError, OperationFailed
@@ -33,7 +34,9 @@ notifications: {block: custom-webhook/dr-test-alerts}
 
 def _artifact(key: str) -> Any:
     with get_client(sync_client=True) as client:
-        [artifact] = client.read_artifacts(limit=1, artifact_filter=_by_key(key))
+        [artifact] = client.read_artifacts(
+            limit=1, artifact_filter=_by_key(key), sort=ArtifactSort.CREATED_DESC
+        )
     return artifact
 
 
