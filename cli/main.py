@@ -26,7 +26,19 @@ _app: typer.Typer | None = None
 def _build_app() -> typer.Typer:
     import typer
 
-    from cli import azure, backup, backups, escalation, keys, restore, runs, serve, server, status
+    from cli import (
+        azure,
+        backup,
+        backups,
+        escalation,
+        keys,
+        protected,
+        restore,
+        runs,
+        serve,
+        server,
+        status,
+    )
     from cli.common import opts
 
     app = typer.Typer(
@@ -36,6 +48,7 @@ def _build_app() -> typer.Typer:
     )
     app.add_typer(backup.app, name="backup")
     app.add_typer(restore.app, name="restore")
+    protected.register(backup.app, restore.app)
     app.add_typer(backups.app, name="backups")
     backups.app.command("rekey")(keys.rekey_cmd)
     app.command("status")(status.status_cmd)

@@ -109,3 +109,28 @@ def repository(tmp_path: Path) -> Repository:
 @pytest.fixture
 def catalog(repository: Repository) -> VaultCatalog:
     return VaultCatalog(repository, SYSTEM)
+
+
+@pytest.fixture
+def signed_in(api: AzureApi, monkeypatch: pytest.MonkeyPatch) -> AzureApi:
+    for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "MSI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", api.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", api.identity_header)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", api.ca_file)
+    return api
+
+
+@pytest.fixture
+def config(tmp_path: Path, signed_in: AzureApi) -> str:
+    path = tmp_path / "dr.yaml"
+    path.write_text(f"""
+repositories:
+  local: {{type: local, path: {tmp_path / "backups"}}}
+systems:
+  {SYSTEM}:
+    engine: keyvault
+    keyvault: {{vault_url: "{signed_in.url}"}}
+    repositories: [local]
+""")
+    return str(path)

@@ -4,8 +4,6 @@ the worker's managed identity: the backup (with its audit), verify-backups, and 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from azure.keyvault.secrets import SecretClient
 
@@ -20,31 +18,6 @@ from tests.keyvault.conftest import SYSTEM
 @pytest.fixture(autouse=True)
 def _prefect(prefect_server: None) -> None:
     """Every flow test runs against the session's Prefect test server."""
-
-
-@pytest.fixture
-def signed_in(api: AzureApi, monkeypatch: pytest.MonkeyPatch) -> AzureApi:
-    for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "MSI_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", api.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", api.identity_header)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", api.ca_file)
-    return api
-
-
-@pytest.fixture
-def config(tmp_path: Path, signed_in: AzureApi) -> str:
-    path = tmp_path / "dr.yaml"
-    path.write_text(f"""
-repositories:
-  local: {{type: local, path: {tmp_path / "backups"}}}
-systems:
-  {SYSTEM}:
-    engine: keyvault
-    keyvault: {{vault_url: "{signed_in.url}"}}
-    repositories: [local]
-""")
-    return str(path)
 
 
 def test_backup_verify_and_restore_through_the_runbooks(
