@@ -47,6 +47,9 @@ __all__ = ["quarterly_recovery_test"]
 _SCRATCH = "dr_performance"
 
 
+_DATABASE_ENGINES = ("postgres", "mongodb")
+
+
 @flow(name="quarterly-recovery-test", log_prints=True)
 @runbook
 def quarterly_recovery_test(
@@ -76,9 +79,18 @@ def quarterly_recovery_test(
         # 1. Prepare a clean sandbox.
         with rb.step("load"):
             config = load_config(config_path)
-            names = systems or sorted(config.systems)
+            # The databases; file storage, configuration and vault backups are checked by
+            # verify-backups (the configuration is restored from git below).
+            databases = {n for n, s in config.systems.items() if s.engine in _DATABASE_ENGINES}
+            names = systems or sorted(databases)
             if not names:
-                raise ConfigError("dr.yaml declares no systems to restore")
+                raise ConfigError("dr.yaml declares no database systems to restore")
+            for name in names:
+                if name in config.systems and name not in databases:
+                    raise ConfigError(
+                        f"system {name!r} is not a database ({config.systems[name].engine}): "
+                        "the recovery test restores databases; verify-backups checks its backups"
+                    )
             postgres = sandbox_load(config_path, "postgres")
             mongodb = sandbox_load(config_path, "mongodb")
         rb.system = ", ".join(names)

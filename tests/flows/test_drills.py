@@ -16,6 +16,7 @@ from uuid import UUID
 
 import psutil
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
@@ -289,12 +290,14 @@ def test_kill_9_mid_drill_leaves_its_record_and_a_second_drill_waits_its_turn(
     assert record.steps[-1].outcome == "failed"
 
 
-def _git_config(shop: Shop) -> str:
-    """dr.yaml committed in a git checkout of its own (the recovery test restores it)."""
+def _git_config(shop: Shop, also: dict[str, Any] | None = None) -> str:
+    """dr.yaml committed in a git checkout of its own (the recovery test restores it), with
+    the systems ``also`` declared beside the shop's."""
     base = shop.base / "cfg"
     base.mkdir()
-    config = Path(shop.config())
-    (base / "dr.yaml").write_text(config.read_text())
+    declared = yaml.safe_load(Path(shop.config()).read_text())
+    declared["systems"].update(also or {})
+    (base / "dr.yaml").write_text(yaml.safe_dump(declared))
     for args in (["init", "-q"], ["add", "dr.yaml"]):
         subprocess.run(["git", "-C", str(base), *args], check=True)
     subprocess.run(
@@ -308,7 +311,9 @@ def test_the_quarterly_test_restores_everything_from_backups_and_compares_with_l
     shop: Shop,
 ) -> None:
     before = shop.fingerprints()
-    config = _git_config(shop)
+    # Not a database: left to verify-backups (and refused when named, at the end).
+    settings = {"engine": "git", "git": {"url": str(shop.base / "cfg")}}
+    config = _git_config(shop, {"settings": {**settings, "repositories": ["primary"]}})
 
     first = quarterly_recovery_test(config_path=config, performance_seconds=1)
     second = quarterly_recovery_test(config_path=config, performance_seconds=1)
@@ -329,6 +334,8 @@ def test_the_quarterly_test_restores_everything_from_backups_and_compares_with_l
     assert "restore the configuration from git" in steps and steps[-1] == "tear down the sandbox"
     report = (shop.base / "primary" / "runs" / f"{records[-1].id}.report.md").read_text()
     assert "Full recovery test" in report and "previous quarter" in report
+    with pytest.raises(ConfigError, match="'settings' is not a database"):
+        quarterly_recovery_test(systems=["settings"], config_path=config, performance_seconds=1)
 
 
 def test_a_failed_quarterly_test_still_tears_the_sandbox_down(shop: Shop) -> None:
