@@ -24,9 +24,11 @@ from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from blocks.fields import OptionalSecret
+from blocks.loading import load_block
+from dr_runbooks.errors import ConfigError
 from dr_runbooks.redaction import register_secret
 
-__all__ = ["AzureCredentials", "AzureSite"]
+__all__ = ["MANAGEMENT_CLIENTS", "AzureCredentials", "AzureSite", "ManagementClients"]
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _REGION = re.compile(r"^[a-z0-9]+$")
@@ -316,14 +318,64 @@ class AzureSite(Block):
 
         return self._arm(PostgreSQLManagementClient, credential)
 
+    def get_storage_client(self, credential: Any = None, subscription: str | None = None) -> Any:
+        """``StorageManagementClient`` of azure-mgmt-storage (a storage account's SKU and its
+        blob service's soft delete and versioning), for the site's subscription or
+        ``subscription``."""
+        from azure.mgmt.storage import StorageManagementClient
+
+        return self._arm(StorageManagementClient, credential, subscription)
+
+    def get_keyvault_management_client(
+        self, credential: Any = None, subscription: str | None = None
+    ) -> Any:
+        """``KeyVaultManagementClient`` of azure-mgmt-keyvault (a vault's soft delete, its
+        retention and purge protection), for the site's subscription or ``subscription``."""
+        from azure.mgmt.keyvault import KeyVaultManagementClient
+
+        return self._arm(KeyVaultManagementClient, credential, subscription)
+
     def get_secret_client(self, credential: Any = None) -> Any:
         """Key Vault ``SecretClient`` of the site's vault."""
         from azure.keyvault.secrets import SecretClient
-
-        from dr_runbooks.errors import ConfigError
 
         if not self.key_vault_url:
             raise ConfigError(f"site {self.describe()} names no key_vault_url")
         return SecretClient(
             self.key_vault_url, credential or self.get_credential(), **self._transport()
         )
+
+
+class ManagementClients:
+    """Resource Manager clients for the protection audits of the storage account and Key Vault
+    systems in dr.yaml (``files:``/``keyvault:`` with ``subscription_id``, ``resource_group``
+    and an optional ``site``); :class:`dr_runbooks.status.ManagementClients`.
+
+    With a site: that saved ``AzureSite`` block's credentials, Resource Manager endpoint and CA
+    bundle. Without: ``AzureCredentials()`` (``DefaultAzureCredential``) on the public cloud.
+    A block that cannot be loaded is one :class:`~dr_runbooks.errors.ConfigError` line.
+    """
+
+    def storage(self, subscription_id: str, site: str | None = None) -> Any:
+        from azure.mgmt.storage import StorageManagementClient
+
+        if site:
+            return _site(site).get_storage_client(subscription=subscription_id)
+        return StorageManagementClient(AzureCredentials().get_credential(), subscription_id)
+
+    def keyvault(self, subscription_id: str, site: str | None = None) -> Any:
+        from azure.mgmt.keyvault import KeyVaultManagementClient
+
+        if site:
+            return _site(site).get_keyvault_management_client(subscription=subscription_id)
+        return KeyVaultManagementClient(AzureCredentials().get_credential(), subscription_id)
+
+
+def _site(name: str) -> AzureSite:
+    block = load_block(name, AzureSite, "Azure site block")
+    if not isinstance(block, AzureSite):
+        raise ConfigError(f"block {name!r} is not an Azure site block")
+    return block
+
+
+MANAGEMENT_CLIENTS = ManagementClients()

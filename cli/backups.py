@@ -1,4 +1,7 @@
-"""``dr backups list``, ``prune`` and ``inspect``: what the repositories hold."""
+"""``dr backups list``, ``prune`` and ``inspect``: what the repositories hold.
+
+Listing and pruning cover every engine: the databases here and in :mod:`cli.physical`, file
+storage, configuration and Key Vault backups in :mod:`cli.protected_backups`."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from cli.physical import (
     physical_prune_rows,
     print_windows,
 )
+from cli.protected_backups import ENGINES, protected_prune, protected_rows
+from dr_runbooks.config import Config
 from dr_runbooks.errors import BackupNotFound, BadInput
 from dr_runbooks.repository import Repository
 from dr_runbooks.targets import repositories_for, repository_from_spec
@@ -23,6 +28,10 @@ from dr_runbooks.text import human_size
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, help="Inspect the backups in a repository.")
+
+#: The database engines; the others (file storage, configuration, Key Vault) are ENGINES.
+DATABASE_ENGINES = ("postgres", "mongodb")
+_ALL_ENGINES = "postgres, mongodb, blob (file storage), git (configuration) or keyvault"
 
 
 def _repositories(repo: str | None, system: str | None, alternative: str = "") -> list[Repository]:
@@ -38,33 +47,45 @@ def _repositories(repo: str | None, system: str | None, alternative: str = "") -
     raise BadInput(f"name a repository (--repo) or a system (--system){suffix}")
 
 
+def _engines(loaded: Config, engine: str | None, system: str | None) -> list[str]:
+    """What ``--engine`` asks for; without it, a system's own engine, else PostgreSQL and
+    the systems that are not databases."""
+    if engine is not None:
+        if engine not in (*DATABASE_ENGINES, *ENGINES):
+            raise BadInput(f"unknown engine {engine!r}: {_ALL_ENGINES}")
+        return [engine]
+    declared = loaded.systems.get(system) if system else None
+    return [declared.engine] if declared is not None else ["postgres", *ENGINES]
+
+
 @app.command("list")
 def backups_list_cmd(
     system: str | None = SystemOpt,
     repo: str | None = typer.Option(None, "--repo", "-r", help="Repository to list."),
-    engine: str = typer.Option("postgres", help="postgres or mongodb."),
+    engine: str | None = typer.Option(
+        None,
+        help=f"{_ALL_ENGINES} (default: the system's; without --system, PostgreSQL and the "
+        "file storage, configuration and Key Vault systems of dr.yaml).",
+    ),
     database: str | None = DatabaseOpt,
     json_output: bool = JsonOpt,
 ) -> None:
     """List complete backups, newest consistent point first; base backups of physical systems
-    with their recovery window."""
-    repos = _repositories(repo, system)
+    with their recovery window; file storage, configuration and Key Vault backups."""
     loaded = config()
-    physical = (
-        [system]
-        if system
-        else sorted(n for n, s in loaded.systems.items() if s.engine == "postgres" and s.physical)
-    )
+    engines = _engines(loaded, engine, system)
+    others = [e for e in engines if e in ENGINES]
+    if database and others:
+        if engine is not None or system in loaded.systems:
+            raise BadInput(f"--database is for database backups, not {others[0]} ones")
+        others = []  # asked for one database: the systems that are not databases have none
     rows = []
-    for repository in repos:
-        if not repository.store.exists():
-            if repo:
-                raise BadInput(f"repository does not exist: {repository.store.location}")
-            continue
-        for backup in repository.backups(engine, system, database):
-            rows.append({**backup.summary(), "repository": repository.name})
-        if engine == "postgres" and not database:
-            rows += base_backup_rows(repository, physical)
+    for kind in (e for e in engines if e in DATABASE_ENGINES):
+        rows += _database_rows(loaded, kind, system, repo, database)
+    if others:
+        rows += protected_rows(loaded, others, system, repo)
+    for row in rows:
+        row.setdefault("state", "DAMAGED" if row["problem"] else "OK")
     if json_output:
         emit(rows, True)
         return
@@ -83,6 +104,7 @@ def backups_list_cmd(
             table.add_column(column, overflow="fold")
     for row in rows:
         point = row["consistent_point"][:19].replace("T", " ")
+        counted = f", {row['count']} {row['count_of']}" if row.get("count_of") else ""
         cells = {
             "id": row["id"],
             "system": row["system"],
@@ -90,7 +112,7 @@ def backups_list_cmd(
             "consistent point (UTC)": f"[red]{point} (in the future)[/]"
             if row["clock_skew"]
             else point,
-            "size": human_size(row["size"]),
+            "size": human_size(row["size"]) + counted,
             "kind": f"[red]{row['kind']}[/]" if row["problem"] else row["kind"],
             "repository": row["repository"],
         }
@@ -102,11 +124,35 @@ def backups_list_cmd(
             out.print(f"[red]damaged[/] {row['id']}: {row['problem']}", markup=True)
 
 
+def _database_rows(
+    loaded: Config, engine: str, system: str | None, repo: str | None, database: str | None
+) -> list[dict[str, Any]]:
+    """The logical backups of ``engine`` (and base backups of physical systems)."""
+    physical = (
+        [system]
+        if system
+        else sorted(n for n, s in loaded.systems.items() if s.engine == "postgres" and s.physical)
+    )
+    rows = []
+    for repository in _repositories(repo, system):
+        if not repository.store.exists():
+            if repo:
+                raise BadInput(f"repository does not exist: {repository.store.location}")
+            continue
+        for backup in repository.backups(engine, system, database):
+            rows.append({**backup.summary(), "repository": repository.name})
+        if engine == "postgres" and not database:
+            rows += base_backup_rows(repository, physical)
+    return rows
+
+
 @app.command("prune")
 def backups_prune_cmd(
     system: str | None = SystemOpt,
     repo: str | None = typer.Option(None, "--repo", "-r", help="Only this repository."),
-    engine: str = typer.Option("postgres", help="postgres or mongodb."),
+    engine: str = typer.Option(
+        "postgres", help=f"{_ALL_ENGINES} (for a system dr.yaml declares: its own)."
+    ),
     database: str | None = DatabaseOpt,
     include_legacy: bool = typer.Option(
         False, "--include-legacy", help="Let retention delete the plan's script backups."
@@ -116,12 +162,24 @@ def backups_prune_cmd(
     json_output: bool = JsonOpt,
 ) -> None:
     """Apply retention now: delete backups older than each repository's retention, never
-    fewer than its min_keep, and attempts abandoned more than a day ago."""
+    fewer than its min_keep, and attempts abandoned more than a day ago; for file storage,
+    also the content objects only those backups referenced."""
     if system is None:
         raise BadInput("name the system whose backups to prune (--system)")
-    declared = config().systems.get(system)
-    repos = _repositories(repo, system)
+    loaded = config()
+    declared = loaded.systems.get(system)
     engine = declared.engine if declared else engine
+    if engine in ENGINES:
+        if database or include_legacy:
+            raise BadInput(
+                f"--database and --include-legacy are for database systems, not {engine}"
+            )
+        result = protected_prune(loaded, system, engine, repo, dry_run, yes)
+        _print_pruned(result["changes"], result["kept"], dry_run, json_output)
+        return
+    if engine not in DATABASE_ENGINES:
+        raise BadInput(f"unknown engine {engine!r}: {_ALL_ENGINES}")
+    repos = _repositories(repo, system)
     plans = []
     for repository in repos:
         if not repository.store.exists():
@@ -221,11 +279,16 @@ def backups_prune_cmd(
     ]
     rows += physical_rows
     kept = sum(len(p.keep) for _, _, p in plans) + sum(len(p.keep) for _, p in physical)
+    _print_pruned(rows, kept, dry_run, json_output)
+
+
+def _print_pruned(rows: list[dict[str, Any]], kept: int, dry_run: bool, json_output: bool) -> None:
     if json_output:
         emit({"kept": kept, "changes": rows, "dry_run": dry_run}, True)
         return
     for row in rows:
-        out.print(f"{row['action']} {row['backup_id']} in {row['repository']}")
+        what = " ".join(part for part in (row["action"], row["backup_id"]) if part)
+        out.print(f"{what} in {row['repository']}", markup=False)
     out.print(f"kept {kept} backup(s)" + (" (dry run: nothing deleted)" if dry_run else ""))
 
 

@@ -39,6 +39,7 @@ from dr_runbooks.text import human_duration
 
 __all__ = [
     "BLOCKS",
+    "MANAGEMENT",
     "SECRETS",
     "DatabaseOpt",
     "DsnOpt",
@@ -98,6 +99,24 @@ class _Blocks:
 
 
 BLOCKS = _Blocks()
+
+
+class _Management:
+    """Resource Manager clients for the protection audits (``blocks.azure.MANAGEMENT_CLIENTS``),
+    imported only when a system places its account or vault in Resource Manager."""
+
+    def storage(self, subscription_id: str, site: str | None) -> Any:
+        from blocks.azure import MANAGEMENT_CLIENTS
+
+        return MANAGEMENT_CLIENTS.storage(subscription_id, site)
+
+    def keyvault(self, subscription_id: str, site: str | None) -> Any:
+        from blocks.azure import MANAGEMENT_CLIENTS
+
+        return MANAGEMENT_CLIENTS.keyvault(subscription_id, site)
+
+
+MANAGEMENT = _Management()
 
 
 SystemOpt = typer.Option(None, "--system", "-s", help="Protected system from dr.yaml.")

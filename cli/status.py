@@ -8,7 +8,18 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cli.common import BLOCKS, IdentityOpt, JsonOpt, config, emit, opts, out, run_flow, use_identity
+from cli.common import (
+    BLOCKS,
+    MANAGEMENT,
+    IdentityOpt,
+    JsonOpt,
+    config,
+    emit,
+    opts,
+    out,
+    run_flow,
+    use_identity,
+)
 from dr_runbooks.config import Config, SystemConfig
 from dr_runbooks.errors import BadInput, DRError
 from dr_runbooks.status import repository_protection, system_status
@@ -116,7 +127,8 @@ def _system_rows(loaded: Config, name: str, declared: SystemConfig) -> list[dict
     for repo_name in declared.repositories:
         try:
             repository = repository_from_config(loaded, repo_name, BLOCKS)
-            found = [s.as_dict() for s in system_status(loaded, name, declared, repository)]
+            statuses = system_status(loaded, name, declared, repository, management=MANAGEMENT)
+            found = [s.as_dict() for s in statuses]
         except DRError as exc:
             rows.append(_unreachable(name, declared, repo_name, exc))
             continue

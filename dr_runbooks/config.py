@@ -358,7 +358,46 @@ class IntegrityConfig(_Strict):
         return self
 
 
-class FilesConfig(_Strict):
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
+_STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+_VAULT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
+
+
+class _InResourceManager(_Strict):
+    """Where a resource is in Azure Resource Manager, for the audit of its own protection
+    through the management plane (read only: the identity needs the Reader role on it)."""
+
+    subscription_id: str | None = Field(
+        None,
+        description="Subscription of the resource, for reading its protection through Azure "
+        "Resource Manager (with resource_group; without them only the data plane is read)",
+    )
+    resource_group: str | None = Field(None, description="Resource group of the resource")
+    site: str | None = Field(
+        None,
+        description="A saved DR Azure Site block whose credentials, Resource Manager endpoint "
+        "and CA bundle sign in to the management plane (default: DefaultAzureCredential on "
+        "the public cloud)",
+    )
+
+    @model_validator(mode="after")
+    def _check_location(self) -> _InResourceManager:
+        if bool(self.subscription_id) != bool(self.resource_group):
+            raise ValueError("subscription_id and resource_group go together")
+        if self.subscription_id and not _GUID.match(self.subscription_id):
+            raise ValueError(f"{self.subscription_id!r} is not a subscription id (a GUID)")
+        if self.resource_group and not _RESOURCE_GROUP.match(self.resource_group):
+            raise ValueError(f"{self.resource_group!r} is not a resource group name")
+        return self
+
+    @property
+    def in_resource_manager(self) -> bool:
+        """Whether the management plane can be asked (a subscription and group are named)."""
+        return bool(self.subscription_id and self.resource_group)
+
+
+class FilesConfig(_InResourceManager):
     """A storage account holding application files (``engine: blob``) and the containers
     backed up; exactly one way in, never a secret."""
 
@@ -370,12 +409,22 @@ class FilesConfig(_Strict):
     )
     block: str | None = Field(None, description="A saved DR Azure File Storage block")
     containers: list[str] = Field(min_length=1, description="The containers backed up")
+    account_name: str | None = Field(
+        None,
+        description="The storage account's name in Resource Manager (default: from "
+        "account_url's host, or the account the connection string or block names)",
+    )
 
     @model_validator(mode="after")
     def _one_way_in(self) -> FilesConfig:
         given = [v for v in (self.account_url, self.connection_string_env, self.block) if v]
         if len(given) != 1:
             raise ValueError("files: give exactly one of account_url, connection_string_env, block")
+        if self.account_name and not _STORAGE_ACCOUNT.match(self.account_name):
+            raise ValueError(
+                f"{self.account_name!r} is not a storage account name (3-24 lowercase letters "
+                "and digits)"
+            )
         return self
 
 
@@ -402,7 +451,7 @@ class GitConfig(_Strict):
         return self
 
 
-class KeyVaultConfig(_Strict):
+class KeyVaultConfig(_InResourceManager):
     """A Key Vault whose secrets are backed up (``engine: keyvault``) with Key Vault's own
     backup, restorable only within the same subscription and geography."""
 
@@ -413,6 +462,19 @@ class KeyVaultConfig(_Strict):
     rpo: Duration = Field(
         timedelta(hours=24), description="A newer backup than this is expected (daily backups)"
     )
+    vault_name: str | None = Field(
+        None,
+        description="The vault's name in Resource Manager (default: the first label of "
+        "vault_url's host)",
+    )
+
+    @model_validator(mode="after")
+    def _check_vault(self) -> KeyVaultConfig:
+        if self.vault_name and not _VAULT.match(self.vault_name):
+            raise ValueError(
+                f"{self.vault_name!r} is not a vault name (3-24 letters, digits and hyphens)"
+            )
+        return self
 
 
 class SystemConfig(_Strict):

@@ -2,7 +2,8 @@
 
 The plan's RPO for configuration is 0 because it is version controlled: a run records the
 commit its dr.yaml came from (and whether the file differed from it), and the quarterly
-recovery test restores the configuration at that commit, from git alone.
+recovery test restores the configuration from its newest backup (an ``engine: git`` system's
+bundle) and finds that commit there; without such a system, from the checkout itself.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from dr_runbooks.errors import CommandFailed, ConfigError
 
-__all__ = ["config_version", "export_at"]
+__all__ = ["config_version", "export_at", "has_commit"]
 
 
 def _git(directory: Path, *args: str, binary: bool = False) -> Any:
@@ -76,3 +77,12 @@ def export_at(repository: str | Path, commit: str, destination: Path) -> list[st
                 names.append(member.name)
         archive.extractall(destination, filter="data")
     return sorted(names)
+
+
+def has_commit(repository: str | Path, commit: str) -> bool:
+    """Whether the git repository (a checkout or a bare clone) holds ``commit``."""
+    try:
+        _git(Path(repository), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    except CommandFailed:
+        return False
+    return True

@@ -253,12 +253,22 @@ def recovery_test_markdown(record: RunRecord) -> str:
     verdict = {"completed": "PASSED", "failed": "FAILED", "cancelled": "CANCELLED"}.get(
         record.status, "IN PROGRESS"
     )
+    configuration = record.results.get("configuration") or {}
+    commit = (record.config.get("commit") or "unknown")[:12]
+    at = f"at commit {commit}" if record.config.get("commit") else "(dr.yaml is in none)"
+    source = configuration.get("source")
+    whence = (
+        "the configuration too, from its newest backup"
+        if source == "backup"
+        else f"and the configuration from the git checkout {at}, not from a backup"
+        if source == "checkout"
+        else f"and the configuration from git at commit {commit}"
+    )
     lines = [
         f"# Full recovery test {record.started:%Y-%m-%d %H:%M:%S} UTC: {verdict}",
         "",
         f"Run {record.id}, launched by {record.launched_by}. Every system was restored into "
-        "the sandbox from its backups alone, and the configuration from git at commit "
-        f"{(record.config.get('commit') or 'unknown')[:12]}.",
+        f"the sandbox from its backups alone, {whence}.",
         "",
         "## Objectives",
         "",
@@ -267,6 +277,8 @@ def recovery_test_markdown(record: RunRecord) -> str:
         "",
         markdown_table(record.results.get("restored") or []),
     ]
+    if configuration:
+        lines += _configuration_lines(configuration, commit, record.measurements)
     performance = record.results.get("performance") or []
     if performance:
         lines += [
@@ -291,3 +303,60 @@ def recovery_test_markdown(record: RunRecord) -> str:
     lines += [f"- {f}" for f in findings] if findings else ["Nothing failed or was slow."]
     lines += ["", "## Steps", "", markdown_table(step_rows(record))]
     return "\n".join(lines)
+
+
+def _configuration_lines(
+    configuration: dict[str, Any], commit: str, measurements: dict[str, Any]
+) -> list[str]:
+    """Where the quarterly test's configuration came from, whether the run's commit was in
+    it, and its share of the RTO."""
+    lines = ["## Configuration", ""]
+    if configuration.get("source") == "checkout":
+        lines.append(
+            "dr.yaml declares no `engine: git` system, so there is no configuration backup to "
+            "restore: the configuration was taken from the git checkout dr.yaml was read "
+            + (f"from, at commit {commit}." if commit != "unknown" else "from (it is in none).")
+        )
+    else:
+        lines += [
+            "Restored from each `engine: git` system's newest backup (a bundle, checked "
+            "against its manifest) into the test's work directory, never production's "
+            "repository.",
+            "",
+            markdown_table(
+                [
+                    {
+                        "system": s.get("system"),
+                        "backup": s.get("backup") or "",
+                        "took": human_duration(s.get("seconds")),
+                        "outcome": s.get("outcome"),
+                        "detail": s.get("detail"),
+                    }
+                    for s in configuration.get("systems") or []
+                ]
+            ),
+        ]
+        if configuration.get("outcome") == "ok":
+            read = (
+                "is the file the run read"
+                if configuration.get("matches_the_run")
+                else "differs from the file the run read (changed, not committed)"
+            )
+            lines.append(
+                f"Commit {commit}, which this run's dr.yaml came from, is in the backup of "
+                f"{configuration.get('found_in')}: {configuration.get('files')} files at that "
+                f"commit; dr.yaml there {read}, and is valid."
+            )
+        else:
+            lines.append(
+                f"**The configuration was not recovered from its backups**: "
+                f"{configuration.get('detail')}."
+            )
+    rto = measurements.get("rto_seconds")
+    share = f" of the {human_duration(rto)} RTO" if rto else " (the RTO was not measured)"
+    lines += [
+        "",
+        f"The configuration took {human_duration(configuration.get('seconds'))}{share}.",
+        "",
+    ]
+    return lines

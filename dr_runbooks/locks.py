@@ -6,7 +6,7 @@ processes and machines, released when the holder ends however it ends.
   ``kill -9``, a lost network. Who holds it is read from ``pg_stat_activity``.
 - :class:`StoreLock`: a lock in a repository's store (a ``flock``ed file, a renewed blob
   lease; see :meth:`dr_runbooks.storage.base.Store.try_lock`), for what several machines
-  share: the repository a backup writes into.
+  share: the repository a backup writes into, the place a restore writes to.
 
 :func:`hold` takes several in a fixed order, waiting up to a timeout (reporting who holds the
 lock meanwhile), and raises :class:`~dr_runbooks.errors.LockHeld` naming the holder when the
@@ -44,6 +44,7 @@ __all__ = [
     "database_lock",
     "hold",
     "lock_name",
+    "restore_lock",
     "verification_lock",
 ]
 
@@ -279,4 +280,16 @@ def backups_lock(repository: Repository, engine: str, system: str, database: str
         repository.store,
         lock_name(engine, system, database),
         f"backups of {system}/{database} in {repository.name}",
+    )
+
+
+def restore_lock(repository: Repository, engine: str, system: str, target: str) -> StoreLock:
+    """The lock of restores of ``system`` into ``target`` (a container, a path, a remote, a
+    vault), in the repository they restore from: one restore writes there at a time, from
+    before its approval to its end. The lock dies with its holder, so a restore killed
+    half-way keeps nobody out of finishing it."""
+    return StoreLock(
+        repository.store,
+        lock_name(engine, system, "restore", target),
+        f"the restore target {target} of {system}",
     )

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from dr_runbooks.config import Config, SystemConfig
 from dr_runbooks.errors import DRError
@@ -46,6 +46,7 @@ from dr_runbooks.text import first_line
 
 __all__ = [
     "DatabaseStatus",
+    "ManagementClients",
     "RepositoryProtection",
     "cluster_status",
     "database_status",
@@ -196,20 +197,37 @@ def cluster_status(
     return status
 
 
+class ManagementClients(Protocol):
+    """Azure Resource Manager clients for the protection audits of the storage account and
+    Key Vault systems (``blocks.azure.MANAGEMENT_CLIENTS``): one subscription each, signed in
+    as the named site block says, or as the default credential with none."""
+
+    def storage(self, subscription_id: str, site: str | None) -> Any:
+        """A ``StorageManagementClient``."""
+
+    def keyvault(self, subscription_id: str, site: str | None) -> Any:
+        """A ``KeyVaultManagementClient``."""
+
+
 def system_status(
     config: Config,
     name: str,
     system: SystemConfig,
     repository: Repository,
     now: datetime | None = None,
+    management: ManagementClients | None = None,
 ) -> list[DatabaseStatus]:
     """Status of every database of ``system`` (declared, or found in the repository); of a
-    file storage system (``engine: blob``), one row for its containers."""
+    file storage system (``engine: blob``), one row for its containers. ``management``
+    reads the protection of a storage account or vault that dr.yaml places in Resource
+    Manager (without it, only their data planes are read)."""
     now = now or datetime.now(UTC)
     if system.engine == "blob" and system.files is not None:
         from dr_runbooks.files.status import file_status, policy_of
 
-        policy, problem = policy_of(system.files)
+        policy, problem = policy_of(
+            system.files, management=management.storage if management else None
+        )
         return [file_status(config, name, repository, policy, problem, now)]
     if system.engine == "git" and system.git is not None:
         from dr_runbooks.gitconfig.status import config_status
@@ -218,7 +236,9 @@ def system_status(
     if system.engine == "keyvault" and system.keyvault is not None:
         from dr_runbooks.keyvault.status import default_clients, protection_of, vault_status
 
-        protection, problem = protection_of(system.keyvault, default_clients)
+        protection, problem = protection_of(
+            system.keyvault, default_clients, management.keyvault if management else None
+        )
         return [
             vault_status(config, name, repository, protection, problem, now, system.keyvault.rpo)
         ]

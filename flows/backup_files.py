@@ -3,14 +3,16 @@
 1. Load the storage account (a saved `DR Azure File Storage` block, or `env:VAR` with a
    connection string) and the backup repository.
 2. Audit the account's own protection against the plan: blob soft delete ≥ 30 days,
-   container soft delete, versioning, zone- or geo-redundancy. A shortfall is reported
+   container soft delete, versioning, zone- or geo-redundancy; read through Azure Resource
+   Manager when dr.yaml names the account's subscription and resource group, else through
+   the blob data plane (container soft delete then unverified). A shortfall is reported
    (state POLICY) and does not stop the backup.
 3. Back up each container incrementally: blobs whose ETag and MD5 are unchanged since the
    last backup are carried over; the others are read whole, pinned to their ETag, and stored
    once under their sha256; the manifest (every blob, what was deleted) is written last.
 4. Verify the new backup: every content object it references, re-read against its checksum.
 5. Retention: backups past the repository's retention go, with the content only they held.
-6. A table artifact: blobs, read, unchanged, deleted, the policy audit.
+6. Table artifacts: blobs, read, unchanged, deleted; the policy audit, setting by setting.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def backup_files(
                 raise BadInput(f"no containers named for {system} (in the run or the block)")
             store = files_load_repository(repository, config_path or None)
         with rb.step("audit policy") as step:
-            policy = files_audit_policy(blob_account, names)
+            policy = files_audit_policy(blob_account, names, system, config_path or None)
             step.detail = f"{policy.state}: {policy.describe()}"
         with rb.step("back up", detail=", ".join(names)):
             manifest = files_backup(blob_account, store, system, names)
@@ -93,6 +95,11 @@ def backup_files(
             f"File backup {manifest.id} of {system}; account policy {policy.state}: "
             f"{policy.describe()}",
             table=rows,
+        )
+        rb.publish(
+            f"backup-files-{system}-policy",
+            f"Storage account {policy.account} against the plan ({policy.source}): {policy.state}",
+            table=policy.rows(),
         )
         return {
             "backup_id": manifest.id,

@@ -2,14 +2,17 @@
 
 1. Load the vault (its client signs in as the worker's Azure identity, or a site block's) and
    the backup repository.
-2. Audit the vault's own protection: soft delete and purge protection. A shortfall is
-   reported (state POLICY) and does not stop the backup.
+2. Audit the vault's own protection against the plan: soft delete kept ≥ 90 days and
+   purge protection; read through Azure Resource Manager when dr.yaml names the vault's
+   subscription and resource group, else from the secrets' recovery levels (the retention
+   then unverified). A shortfall is reported (state POLICY) and does not stop the backup.
 3. Back up every secret (or those dr.yaml names) with ``backup_secret``: each one's output
    stored as Key Vault returned it (already encrypted by the service, restorable only into
    a vault of the same subscription and geography), the manifest last.
 4. Verify the new backup's checksums.
 5. Retention: backups past the repository's retention go (its ``min_keep`` newest stay).
-6. A table artifact: the secrets, what was skipped, the vault's protection and the limit.
+6. Table artifacts: the secrets and what was skipped, with the limit; the vault's
+   protection, setting by setting.
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ def backup_keyvault(
         with rb.step("load"):
             client, settings, store = keyvault_load(system, site, config_path or None)
         with rb.step("audit protection") as step:
-            protection = keyvault_audit(client)
-            step.detail = protection.describe()
+            protection = keyvault_audit(client, settings, site)
+            step.detail = f"{protection.state}: {protection.describe()}"
         with rb.step("back up"):
             manifest = keyvault_backup(client, store, system, list(settings.secrets))
         with rb.step("verify checksums"):
@@ -74,6 +77,11 @@ def backup_keyvault(
             f"Vault backup {manifest.id} of {system}: {len(manifest.secrets)} secrets; "
             f"{protection.describe()}; {LIMIT}",
             table=rows or None,
+        )
+        rb.publish(
+            f"backup-keyvault-{system}-protection",
+            f"Vault {protection.vault} against the plan ({protection.source}): {protection.state}",
+            table=protection.rows(),
         )
         return {
             "system": system,

@@ -5,19 +5,23 @@
 3. Clone it into a new path (a bare mirror, every ref as recorded): needs no approval, it
    changes nothing that exists.
 4. To push the refs to a new remote: show the plan and wait for approval unless approved in
-   advance (``dry_run`` stops here). The remote must hold no refs; nothing is ever forced.
+   advance (``dry_run`` stops here). The remote must hold no refs but the backup's own, as
+   the backup has them (what a restore killed half-way pushed); nothing is ever forced.
+   The path and the remote are locked meanwhile: a second restore into either refuses.
 5. Verify: the clone's (and the remote's) refs are exactly the manifest's.
 6. Report the refs restored and where, as a table.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import flow
 from pydantic import Field
 
 from dr_runbooks.errors import BadInput
+from dr_runbooks.locks import restore_lock
 from flows import parameters as p
 from flows.backup_config import CONFIG_REPOSITORY
 from flows.runbook import Runbook, runbook
@@ -62,27 +66,36 @@ def config_restore(
             step.detail = backup.id
         assert backup.manifest is not None
         result: dict[str, Any] = {"system": system, "backup_id": backup.id}
-        if path:
-            with rb.step("clone and verify", detail=path):
-                result["cloned"] = {"path": path, "refs": git_restore_clone(store, backup, path)}
-        if target is not None:
-            refs = "\n".join(
-                f"- `{name}` → `{obj[:12]}`" for name, obj in sorted(backup.manifest.refs.items())
-            )
-            approval = rb.gate(
-                f"config-restore-{system}",
-                f"# Configuration restore plan\n\nPush backup `{backup.id}` of {system} "
-                f"(taken {backup.consistent_point:%Y-%m-%d %H:%M} UTC) to `{target}`, which "
-                f"must hold no refs. Nothing is forced.\n\n{refs}\n",
-                dry_run,
-                approved,
-                approval_timeout_seconds,
-            )
-            if approval is None:
-                return {**result, "dry_run": True}
-            with rb.step("push and verify", detail=str(target)):
-                pushed = git_push(store, backup, target)
-            result["pushed"] = {"remote": str(target), "refs": pushed, "approval": approval}
+        # One restore writes into a path or a remote at a time, until it ends (a dry run pushes
+        # nothing and locks no remote).
+        targets = [os.path.abspath(path)] if path else []
+        targets += [str(target)] if target is not None and not dry_run else []
+        with rb.lock([restore_lock(store, "git", system, where) for where in targets]):
+            if path:
+                with rb.step("clone and verify", detail=path):
+                    result["cloned"] = {
+                        "path": path,
+                        "refs": git_restore_clone(store, backup, path),
+                    }
+            if target is not None:
+                refs = "\n".join(
+                    f"- `{name}` → `{obj[:12]}`"
+                    for name, obj in sorted(backup.manifest.refs.items())
+                )
+                approval = rb.gate(
+                    f"config-restore-{system}",
+                    f"# Configuration restore plan\n\nPush backup `{backup.id}` of {system} "
+                    f"(taken {backup.consistent_point:%Y-%m-%d %H:%M} UTC) to `{target}`, which "
+                    f"must hold no refs but these. Nothing is forced.\n\n{refs}\n",
+                    dry_run,
+                    approved,
+                    approval_timeout_seconds,
+                )
+                if approval is None:
+                    return {**result, "dry_run": True}
+                with rb.step("push and verify", detail=str(target)):
+                    pushed = git_push(store, backup, target)
+                result["pushed"] = {"remote": str(target), "refs": pushed, "approval": approval}
         rb.publish(
             f"config-restore-{system}",
             f"Configuration backup {backup.id} of {system} restored",

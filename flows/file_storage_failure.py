@@ -4,7 +4,9 @@
 2. Choose the backup: an id, the latest before a time, or the latest.
 3. Plan: what is restored (a container, a prefix or one blob), where to (a NEW container by
    default; in place only when asked), what an in-place restore overwrites and removes.
-4. Show the plan; wait for approval unless approved in advance (``dry_run`` stops here).
+4. Lock the target (a second restore into it refuses, naming this run, until this one
+   ends); show the plan; wait for approval unless approved in advance (``dry_run``
+   stops here, without the lock).
 5. Restore: in place, a pre-restore backup of the container first keeps everything
    overwritten or removed; every blob's content is checked against the manifest's sha256
    before it is written.
@@ -22,6 +24,7 @@ from prefect import flow
 from pydantic import Field
 
 from dr_runbooks.config import load_config
+from dr_runbooks.locks import restore_lock
 from dr_runbooks.repository import parse_time
 from dr_runbooks.text import human_duration
 from flows import parameters as p
@@ -86,17 +89,21 @@ def file_storage_failure(
                 target or None,
                 in_place,
             )
-        approval = rb.gate(
-            f"restore-files-{system}-{container}",
-            "# File restore plan\n\n" + plan.markdown(),
-            dry_run,
-            approved,
-            approval_timeout_seconds,
-        )
-        if approval is None:
-            return {"dry_run": True, "plan": plan.markdown(), "backup_id": backup.id}
-        with rb.step("restore and verify", detail=f"{plan.scope} → {plan.target}"):
-            result = files_restore(blob_account, store, plan, approval is not None)
+        # One restore writes into a container at a time, from before the approval to the
+        # end; a dry run changes nothing and takes no lock.
+        locks = [] if dry_run else [restore_lock(store, "blob", system, plan.target)]
+        with rb.lock(locks):
+            approval = rb.gate(
+                f"restore-files-{system}-{container}",
+                "# File restore plan\n\n" + plan.markdown(),
+                dry_run,
+                approved,
+                approval_timeout_seconds,
+            )
+            if approval is None:
+                return {"dry_run": True, "plan": plan.markdown(), "backup_id": backup.id}
+            with rb.step("restore and verify", detail=f"{plan.scope} → {plan.target}"):
+                result = files_restore(blob_account, store, plan, approval is not None)
         return _recovered(rb, backup.consistent_point, result.summary(), approval, config_path)
 
 

@@ -3,11 +3,13 @@
 1. Load the vault's client (the system's vault, or a recovery vault in the same
    subscription and geography) and the backup repository.
 2. Choose the backup: an id, or the newest.
-3. Show the plan (the secrets, the target vault, the limit); wait for approval unless
-   approved in advance (``dry_run`` stops here).
+3. Lock the target vault (a second restore into it refuses, naming this run, until this
+   one ends); show the plan (the secrets, the target vault, the limit); wait for approval
+   unless approved in advance (``dry_run`` stops here, without the lock).
 4. Restore with ``restore_secret_backup`` each secret the target does not hold, its checksum
    checked first. A secret the vault holds (or holds deleted) is reported, never
-   overwritten.
+   overwritten; one it holds with exactly the backup's versions (restored by a run killed
+   half-way) is reported as already there.
 5. A table artifact: restored and left alone, with why.
 """
 
@@ -19,6 +21,7 @@ from prefect import flow
 from pydantic import Field
 
 from dr_runbooks.keyvault import LIMIT
+from dr_runbooks.locks import restore_lock
 from flows import parameters as p
 from flows.backup_keyvault import SITE
 from flows.runbook import Runbook, runbook
@@ -53,25 +56,33 @@ def keyvault_restore_flow(
             step.detail = backup.id
         assert backup.manifest is not None
         names = list(secrets) or sorted(backup.manifest.secrets)
-        approval = rb.gate(
-            f"keyvault-restore-{system}",
-            f"# Key Vault restore plan\n\nRestore {len(names)} secret(s) of backup "
-            f"`{backup.id}` into `{client.vault_url}` ({LIMIT}). A secret the vault already "
-            "holds, or holds deleted, is reported and left alone.\n\n"
-            + "\n".join(f"- `{name}`" for name in names),
-            dry_run,
-            approved,
-            approval_timeout_seconds,
-        )
-        if approval is None:
-            return {"dry_run": True, "backup_id": backup.id, "secrets": names}
-        with rb.step("restore") as step:
-            outcome = keyvault_restore(client, store, backup, list(secrets))
-            step.detail = f"{len(outcome.restored)} restored, {len(outcome.existing)} left alone"
+        # One restore writes into a vault at a time, from before the approval to the end; a
+        # dry run changes nothing and takes no lock.
+        locks = [] if dry_run else [restore_lock(store, "keyvault", system, str(client.vault_url))]
+        with rb.lock(locks):
+            approval = rb.gate(
+                f"keyvault-restore-{system}",
+                f"# Key Vault restore plan\n\nRestore {len(names)} secret(s) of backup "
+                f"`{backup.id}` into `{client.vault_url}` ({LIMIT}). A secret the vault already "
+                "holds, or holds deleted, is reported and left alone.\n\n"
+                + "\n".join(f"- `{name}`" for name in names),
+                dry_run,
+                approved,
+                approval_timeout_seconds,
+            )
+            if approval is None:
+                return {"dry_run": True, "backup_id": backup.id, "secrets": names}
+            with rb.step("restore") as step:
+                outcome = keyvault_restore(client, store, backup, list(secrets))
+                step.detail = (
+                    f"{len(outcome.restored)} restored, {len(outcome.already)} already there as "
+                    f"in the backup, {len(outcome.existing)} left alone"
+                )
         rb.publish(
             f"keyvault-restore-{system}",
             f"Vault backup {backup.id} of {system} restored into {outcome.vault}",
             table=[{"secret": n, "outcome": "restored"} for n in outcome.restored]
+            + [{"secret": n, "outcome": "already there as in the backup"} for n in outcome.already]
             + [{"secret": n, "outcome": f"left alone: {w}"} for n, w in outcome.existing.items()],
         )
         return {**outcome.as_dict(), "backup_id": backup.id, "approval": approval}

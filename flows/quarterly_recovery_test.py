@@ -5,8 +5,11 @@ and December, 06:00 UTC).
    for this run, and emptied of anything an earlier run left.
 2. Restore from backups only: every PostgreSQL database of every protected system (its newest
    backup, checksums verified, restored into the sandbox), every MongoDB database (restored
-   into the MongoDB sandbox and compared with its manifest), and the configuration from git
-   at the commit this run's record names.
+   into the MongoDB sandbox and compared with its manifest), and the configuration: each
+   ``engine: git`` system's newest bundle cloned into the test's work directory (checksum,
+   refs as in the manifest), where the commit this run's record names must be, with a valid
+   dr.yaml at it. Without a git system in dr.yaml, the configuration comes from the checkout
+   dr.yaml was read from, at that commit, and the report says it was not a backup.
 3. Verify all: rows against each backup's manifest and the SQL checks; the sandbox's health
    URLs.
 4. Performance: the configured query set (a pgbench script), or ``pgbench --select-only``
@@ -18,7 +21,9 @@ and December, 06:00 UTC).
 from __future__ import annotations
 
 import shutil
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -35,10 +40,11 @@ from flows.runbook import Runbook, runbook
 from tasks._runtime import logger
 from tasks.config import dr_load_target
 from tasks.drill import drill_system, postgres_teardown_sandbox
+from tasks.gitconfig import git_choose_backup, git_load_repository, git_restore_clone
 from tasks.health import http_wait_healthy
 from tasks.mongodb import mongodb_verify_backup
 from tasks.postgres import postgres_fetch_backup, postgres_restore, postgres_verify_restore
-from tasks.recovery_test import config_restore_from_git, postgres_performance
+from tasks.recovery_test import config_find_commit, config_restore_from_git, postgres_performance
 from tasks.repository import repository_choose_backup, repository_list_databases
 from tasks.sandbox import sandbox_load
 
@@ -79,9 +85,10 @@ def quarterly_recovery_test(
         # 1. Prepare a clean sandbox.
         with rb.step("load"):
             config = load_config(config_path)
-            # The databases; file storage, configuration and vault backups are checked by
-            # verify-backups (the configuration is restored from git below).
+            # The databases, and the configuration below; file storage and vault backups are
+            # checked by verify-backups.
             databases = {n for n, s in config.systems.items() if s.engine in _DATABASE_ENGINES}
+            git_systems = sorted(n for n, s in config.systems.items() if s.engine == "git")
             names = systems or sorted(databases)
             if not names:
                 raise ConfigError("dr.yaml declares no database systems to restore")
@@ -100,7 +107,7 @@ def quarterly_recovery_test(
         made: list[str] = []
         restored: list[dict[str, Any]] = []
         problems: list[str] = []
-        config_dir: str | None = None
+        config_dirs: list[str] = []
         begun = datetime.now(UTC)
         try:
             with rb.lock([sandbox_lock(postgres)], lock_timeout_seconds):
@@ -112,25 +119,9 @@ def quarterly_recovery_test(
                         _restore_system(
                             rb, config_path, name, postgres, mongodb, made, restored, problems
                         )
-                    with rb.step("restore the configuration from git") as step:
-                        record = rb.record()
-                        version = record.config if record is not None else {}
-                        try:
-                            restored_config = config_restore_from_git(version)
-                            config_dir = restored_config["directory"]
-                            step.detail = f"commit {restored_config['commit'][:12]}"
-                            restored.append(
-                                {
-                                    "system": "configuration",
-                                    "database": version.get("file"),
-                                    "backup": f"git {restored_config['commit'][:12]}",
-                                    "outcome": "ok",
-                                    "detail": f"{restored_config['files']} files; dr.yaml valid",
-                                }
-                            )
-                        except DRError as exc:
-                            problems.append(f"configuration: {first_line(exc)}")
-                            restored.append(_failed("configuration", "dr.yaml", exc))
+                    _restore_configuration(
+                        rb, config_path, git_systems, config_dirs, restored, problems
+                    )
                     for url in config.sandbox.health_urls if config.sandbox else []:
                         with rb.step("health check", detail=url):
                             http_wait_healthy(url, health_timeout_seconds)
@@ -145,8 +136,8 @@ def quarterly_recovery_test(
                         dropped = postgres_teardown_sandbox(
                             postgres.conninfo, [*made, postgres.database(_SCRATCH)]
                         )
-                        if config_dir:
-                            shutil.rmtree(config_dir, ignore_errors=True)
+                        for directory in config_dirs:
+                            shutil.rmtree(directory, ignore_errors=True)
                         step.detail = "removed " + (", ".join(dropped) or "nothing")
         except BaseException as exc:
             _report(rb, exc)
@@ -235,6 +226,131 @@ def _restore_system(
                 problems.append(f"{name}/{database}: {first_line(exc)}")
                 restored.append(_failed(name, database, exc))
                 step.outcome, step.detail = "failed", first_line(exc)
+
+
+def _restore_configuration(
+    rb: Runbook,
+    config_path: str,
+    git_systems: list[str],
+    work: list[str],
+    restored: list[dict[str, Any]],
+    problems: list[str],
+) -> None:
+    """Step 2 for the configuration: each git system's newest bundle cloned into a work
+    directory (added to ``work``, removed at the end) and its refs checked against the
+    manifest; then the commit this run's dr.yaml came from found there. A failure is a
+    finding. The steps' time is part of the RTO; the record says where the configuration
+    came from (``configuration``)."""
+    record = rb.record()
+    version = record.config if record is not None else {}
+    if not git_systems:
+        _configuration_from_checkout(rb, version, work, restored, problems)
+        return
+    directory = tempfile.mkdtemp(prefix="dr-config-restore-")
+    work.append(directory)
+    clones: dict[str, str] = {}
+    systems: list[dict[str, Any]] = []
+    for name in git_systems:
+        with rb.step(f"restore the configuration of {name} from its newest backup") as step:
+            backup_id = ""
+            try:
+                store = git_load_repository(name, "", config_path or None)
+                backup = git_choose_backup(store, name, None)
+                backup_id = backup.id
+                refs = git_restore_clone(store, backup, str(Path(directory) / name))
+                clones[name] = str(Path(directory) / name)
+                step.detail = f"backup {backup.id}: {len(refs)} refs as in the manifest"
+            except DRError as exc:
+                problems.append(f"configuration of {name}: {first_line(exc)}")
+                step.outcome, step.detail = "failed", first_line(exc)
+        restored.append(
+            {
+                "system": name,
+                "database": "(config)",
+                "engine": "git",
+                "sandbox": "(work directory)",
+                "backup": backup_id,
+                "outcome": "ok" if step.outcome == "ok" else "FAILED",
+                "detail": step.detail,
+            }
+        )
+        systems.append(
+            {
+                "system": name,
+                "backup": backup_id,
+                "seconds": round(step.seconds, 3),
+                "outcome": step.outcome,
+                "detail": step.detail,
+            }
+        )
+    commit = version.get("commit") or ""
+    with rb.step("find the run's commit in the restored configuration") as step:
+        found: dict[str, Any] = {}
+        try:
+            found = config_find_commit(clones, version)
+            step.detail = (
+                f"commit {commit[:12]} in the backup of {found['system']}: {found['files']} "
+                "files; dr.yaml valid"
+                + ("" if found["matches_the_run"] else " (the run read a copy not committed)")
+            )
+        except DRError as exc:
+            problems.append(f"configuration: {first_line(exc)}")
+            step.outcome, step.detail = "failed", first_line(exc)
+    rb.note(
+        configuration={
+            "source": "backup",
+            "commit": commit,
+            "systems": systems,
+            "found_in": found.get("system"),
+            "files": found.get("files"),
+            "matches_the_run": found.get("matches_the_run"),
+            "outcome": step.outcome,
+            "detail": step.detail,
+            "seconds": round(step.seconds + sum(s["seconds"] for s in systems), 3),
+        }
+    )
+
+
+def _configuration_from_checkout(
+    rb: Runbook,
+    version: dict[str, Any],
+    work: list[str],
+    restored: list[dict[str, Any]],
+    problems: list[str],
+) -> None:
+    """Without a git system there is no configuration backup: the configuration comes from
+    the checkout dr.yaml was read from, at the commit the run record names."""
+    with rb.step("restore the configuration from git") as step:
+        try:
+            restored_config = config_restore_from_git(version)
+            work.append(restored_config["directory"])
+            step.detail = (
+                f"commit {restored_config['commit'][:12]}, from the checkout (dr.yaml declares "
+                "no engine: git system)"
+            )
+            restored.append(
+                {
+                    "system": "configuration",
+                    "database": version.get("file"),
+                    "backup": f"git {restored_config['commit'][:12]}",
+                    "outcome": "ok",
+                    "detail": f"{restored_config['files']} files; dr.yaml valid",
+                }
+            )
+        except DRError as exc:
+            problems.append(f"configuration: {first_line(exc)}")
+            restored.append(_failed("configuration", "dr.yaml", exc))
+            step.outcome, step.detail = "failed", first_line(exc)
+    rb.note(
+        configuration={
+            "source": "checkout",
+            "commit": version.get("commit") or "",
+            "systems": [],
+            "outcome": step.outcome,
+            "detail": step.detail,
+            "seconds": round(step.seconds, 3),
+        }
+    )
 
 
 def _performance(

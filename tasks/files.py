@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks import PREFECT_BLOCKS
 from blocks.age import AGE_SECRETS
+from blocks.azure import MANAGEMENT_CLIENTS
 from blocks.files import AzureFileStorage
 from blocks.loading import load_block
 from dr_runbooks.config import load_config
@@ -29,7 +30,7 @@ from dr_runbooks.files import (
     read_settings,
     restore_files,
 )
-from dr_runbooks.files.status import FILES_ROW, policy_of
+from dr_runbooks.files.status import FILES_ROW, policy_of, policy_text, read_policy
 from dr_runbooks.repository import Repository
 from dr_runbooks.targets import repository_from_config, repository_from_spec
 from dr_runbooks.text import human_duration
@@ -74,16 +75,27 @@ def files_load_repository(spec: str, config_path: str | None = None) -> Reposito
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
-def files_audit_policy(account: BlobAccount, containers: list[str]) -> PolicyAudit:
-    """Soft delete, versioning and redundancy against the plan; a shortfall is logged as a
-    warning and reported, never a failure of the backup."""
-    result = audit(read_settings(account, containers))
+def files_audit_policy(
+    account: BlobAccount, containers: list[str], system: str = "", config_path: str | None = None
+) -> PolicyAudit:
+    """Soft delete, container soft delete, versioning and redundancy against the plan: through
+    Resource Manager when dr.yaml places the system's account there, else through the blob
+    data plane. A shortfall or a setting not read is logged as a warning and reported, never
+    a failure of the backup."""
+    declared = load_config(config_path).systems.get(system) if system else None
+    if declared is not None and declared.files is not None:
+        result = read_policy(declared.files, MANAGEMENT_CLIENTS.storage, account, None, containers)
+    else:
+        why = f"{system or 'the system'} is not a file storage system in dr.yaml"
+        result = audit(read_settings(account, containers, management=why))
     if result.compliant:
         logger().info("%s: %s", account.location, result.describe())
-    else:
+    elif result.state == "POLICY":
         logger().warning(
             "%s falls short of the plan (POLICY): %s", account.location, result.describe()
         )
+    else:
+        logger().warning("%s: not every setting was read: %s", account.location, result.describe())
     return result
 
 
@@ -136,7 +148,7 @@ def files_verify_system(name: str, config_path: str | None = None) -> dict[str, 
     if system.files is None:
         raise ConfigError(f"system {name!r} is not file storage (engine: blob)")
     repository = repository_from_config(config, system.repositories[0], PREFECT_BLOCKS, AGE_SECRETS)
-    policy, problem = policy_of(system.files, _block_account)
+    policy, problem = policy_of(system.files, _block_account, MANAGEMENT_CLIENTS.storage)
     catalog = FileCatalog(repository, name)
     newest = catalog.latest()
     result: dict[str, Any] = {
@@ -163,22 +175,24 @@ def files_verify_system(name: str, config_path: str | None = None) -> dict[str, 
         result.update(outcome="failed", detail=problems[0])
     elif age > rpo:
         result.update(outcome="stale", detail=f"older than the objective {human_duration(rpo)}")
-    elif policy is not None and not policy.compliant:
+    elif policy is not None and policy.state == "POLICY":
         result.update(outcome="policy", detail=policy.describe())
     else:
-        result["detail"] = (
-            f"checksums ok; policy: {policy.describe()}" if policy else f"checksums ok; {problem}"
-        )
+        result["detail"] = f"checksums ok; {policy_text(policy, problem)}"
     return result
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def files_apply_retention(repository: Repository, system: str, dry_run: bool) -> dict[str, Any]:
-    """Delete backups past the repository's retention and the content only they held."""
+def files_apply_retention(
+    repository: Repository, system: str, dry_run: bool, now: datetime | None = None
+) -> dict[str, Any]:
+    """Delete backups past the repository's retention and the content only they held.
+    ``now`` (default: now) pins the clock, so a dry run shown first and the run that follows
+    it judge the same backups old."""
     catalog = FileCatalog(repository, system)
     with catalog.locked("file retention"):
-        plan = catalog.plan_retention()
-        removed = catalog.remove_abandoned() if not dry_run else catalog.abandoned()
+        plan = catalog.plan_retention(now=now)
+        removed = catalog.remove_abandoned(now=now) if not dry_run else catalog.abandoned(now=now)
         if not dry_run:
             catalog.apply_retention(plan)
     return {

@@ -168,13 +168,16 @@ def git_verify_system(name: str, config_path: str | None = None) -> dict[str, An
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def git_apply_retention(repository: Repository, system: str, dry_run: bool) -> dict[str, Any]:
+def git_apply_retention(
+    repository: Repository, system: str, dry_run: bool, now: datetime | None = None
+) -> dict[str, Any]:
     """Delete backups past the repository's retention (keeping its ``min_keep`` newest) and
-    attempts abandoned more than a day ago."""
+    attempts abandoned more than a day ago. ``now`` (default: now) pins the clock, so a dry
+    run shown first and the run that follows it judge the same backups old."""
     catalog = ConfigCatalog(repository, system)
     with catalog.locked("config retention"):
-        expired = catalog.expired()
-        abandoned = catalog.abandoned() if dry_run else catalog.remove_abandoned()
+        expired = catalog.expired(now=now)
+        abandoned = catalog.abandoned(now=now) if dry_run else catalog.remove_abandoned(now=now)
         if not dry_run:
             catalog.delete(expired)
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
@@ -9,24 +10,27 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks import PREFECT_BLOCKS
 from blocks.age import AGE_SECRETS
+from blocks.azure import MANAGEMENT_CLIENTS
 from blocks.keyvault import vault_client
 from dr_runbooks.config import KeyVaultConfig, load_config
 from dr_runbooks.errors import ConfigError
 from dr_runbooks.keyvault import (
     LIMIT,
-    Protection,
     RestoreOutcome,
+    VaultAudit,
     VaultBackup,
     VaultCatalog,
     VaultManifest,
-    audit_vault,
     backup_vault,
+    read_protection,
     restore_vault,
+    vault_protection,
     verify_vault_backup,
 )
-from dr_runbooks.keyvault.status import SECRETS_ROW
+from dr_runbooks.keyvault.status import SECRETS_ROW, protection_text
 from dr_runbooks.repository import Repository
 from dr_runbooks.targets import repository_from_config
+from dr_runbooks.text import human_duration
 from tasks._runtime import logger, transient_only
 
 __all__ = [
@@ -61,11 +65,15 @@ def keyvault_load(
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
-def keyvault_audit(client: Any) -> Protection:
-    """Soft delete and purge protection; a shortfall is a warning, never a failed backup."""
-    found = audit_vault(client)
+def keyvault_audit(client: Any, settings: KeyVaultConfig, site: str = "") -> VaultAudit:
+    """Soft delete, its retention and purge protection against the plan: through Resource
+    Manager when dr.yaml places the vault there (signed in as its ``site``, else as
+    ``site``, else the default credential), else from the secrets' recovery levels. A
+    shortfall or a setting not read is a warning, never a failed backup."""
+    settings = settings.model_copy(update={"site": settings.site or site or None})
+    found = read_protection(settings, MANAGEMENT_CLIENTS.keyvault, lambda _url: client)
     log = logger().info if found.compliant else logger().warning
-    log("%s: %s; backups are %s", client.vault_url, found.describe(), LIMIT)
+    log("%s (%s): %s; backups are %s", client.vault_url, found.state, found.describe(), LIMIT)
     return found
 
 
@@ -93,13 +101,22 @@ def keyvault_verify(repository: Repository, system: str, backup_id: str) -> dict
 
 @task(retries=1, retry_delay_seconds=10, retry_condition_fn=transient_only, cache_policy=NO_CACHE)
 def keyvault_verify_system(name: str, config_path: str | None = None) -> dict[str, Any]:
-    """verify-backups for a Key Vault system: the newest backup's checksums (recorded)."""
+    """verify-backups for a Key Vault system: the newest backup's checksums (recorded), its
+    age against ``keyvault.rpo``, and the vault's protection against the plan."""
     config = load_config(config_path)
     declared = config.system(name)
+    if declared.keyvault is None:
+        raise ConfigError(f"system {name!r} is not Key Vault secrets (engine: keyvault)")
     if not declared.repositories:
         raise ConfigError(f"system {name!r} names no repository in dr.yaml")
     repository = repository_from_config(
         config, declared.repositories[0], PREFECT_BLOCKS, AGE_SECRETS
+    )
+    settings = declared.keyvault
+    protection, problem = vault_protection(
+        settings,
+        MANAGEMENT_CLIENTS.keyvault,
+        lambda url: vault_client(url, settings.site or ""),
     )
     catalog = VaultCatalog(repository, name)
     newest = catalog.latest()
@@ -111,15 +128,24 @@ def keyvault_verify_system(name: str, config_path: str | None = None) -> dict[st
         "age": "n/a",
         "outcome": "ok",
         "detail": "",
+        "policy": protection.as_dict() if protection else {"state": "unknown", "problem": problem},
     }
     if newest is None:
         result.update(outcome="missing", detail="no vault backup")
         return result
+    age = datetime.now(UTC) - newest.consistent_point
+    result["age"] = human_duration(age)
     record = verify_vault_backup(catalog, newest)
-    if record["ok"]:
-        result["detail"] = f"checksums ok; {LIMIT}"
-    else:
+    if not record["ok"]:
         result.update(outcome="failed", detail=record["problems"][0])
+    elif age > settings.rpo:
+        result.update(
+            outcome="stale", detail=f"older than the objective {human_duration(settings.rpo)}"
+        )
+    elif protection is not None and protection.state == "POLICY":
+        result.update(outcome="policy", detail=f"vault: {protection.describe()}")
+    else:
+        result["detail"] = f"checksums ok; {LIMIT}; {protection_text(protection, problem)}"
     return result
 
 
@@ -139,17 +165,28 @@ def keyvault_restore(
     outcome = restore_vault(client, VaultCatalog(repository, backup.system), backup, names)
     for name, why in outcome.existing.items():
         logger().warning("secret %s not restored into %s: %s", name, outcome.vault, why)
-    logger().info("%d secrets restored into %s", len(outcome.restored), outcome.vault)
+    logger().info(
+        "%d secrets restored into %s%s",
+        len(outcome.restored),
+        outcome.vault,
+        f"; already there as in the backup: {', '.join(outcome.already)}"
+        if outcome.already
+        else "",
+    )
     return outcome
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def keyvault_apply_retention(repository: Repository, system: str, dry_run: bool) -> dict[str, Any]:
-    """Delete backups past the repository's retention and attempts abandoned a day ago."""
+def keyvault_apply_retention(
+    repository: Repository, system: str, dry_run: bool, now: datetime | None = None
+) -> dict[str, Any]:
+    """Delete backups past the repository's retention and attempts abandoned a day ago.
+    ``now`` (default: now) pins the clock, so a dry run shown first and the run that follows
+    it judge the same backups old."""
     catalog = VaultCatalog(repository, system)
     with catalog.locked("vault retention"):
-        expired = catalog.expired()
-        abandoned = catalog.abandoned() if dry_run else catalog.remove_abandoned()
+        expired = catalog.expired(now=now)
+        abandoned = catalog.abandoned(now=now) if dry_run else catalog.remove_abandoned(now=now)
         if not dry_run:
             catalog.delete(expired)
     return {"dry_run": dry_run, "deleted": [b.id for b in expired], "abandoned_removed": abandoned}

@@ -6,7 +6,8 @@
   manifest per backup listing every blob; listing, verification, retention;
 - :mod:`.backup` — the incremental backup (by ETag and MD5 against the previous manifest);
 - :mod:`.restore` — a container, a prefix or one blob to a backup's state, verified;
-- :mod:`.policy` — the account's soft delete, versioning and redundancy against the plan.
+- :mod:`.policy` — the account's soft delete, container soft delete, versioning and
+  redundancy against the plan, read through Azure Resource Manager or the blob data plane.
 
 No Prefect here: the tasks in ``tasks/files.py`` call these.
 """
@@ -28,6 +29,7 @@ from dr_runbooks.files.policy import (
     PolicyAudit,
     PolicyRequirements,
     audit,
+    read_management_settings,
     read_settings,
 )
 from dr_runbooks.files.restore import (
@@ -62,6 +64,7 @@ __all__ = [
     "backup_files",
     "default_target",
     "plan_restore",
+    "read_management_settings",
     "read_settings",
     "restore_files",
     "verify_restore",

@@ -19,7 +19,12 @@ that keeps changing keeps the previous backup's version and is named in the mani
 ``unstable``; either way a backup never holds half of one version. Blobs of the previous
 backup that are gone from the source are named in ``deleted``; nothing is ever deleted from
 the repository by a backup. Content is streamed through this machine (the repository may be
-a local directory or another cloud), with memory bounded by :data:`SPOOL_IN_MEMORY`.
+a local directory or another cloud), with memory bounded by :data:`SPOOL_IN_MEMORY` per blob.
+
+The blobs to read are read and stored ``parallel`` at a time (:data:`DEFAULT_PARALLEL`): a
+container of many small blobs is bound by the round trips, not by bandwidth. Two blobs with
+the same content store it once (one of them waits for the other); the manifest lists the
+blobs in the order the account listed them, whatever order the reads finished in.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -44,12 +51,14 @@ from dr_runbooks.files.catalog import (
 from dr_runbooks.files.source import BlobAccount, BlobChanged, SourceBlob
 from dr_runbooks.streams import read_chunks
 
-__all__ = ["SPOOL_IN_MEMORY", "backup_files", "spooled"]
+__all__ = ["DEFAULT_PARALLEL", "SPOOL_IN_MEMORY", "backup_files", "spooled"]
 
 #: A blob up to this size is spooled in memory; a larger one on local disk (``DR_WORK_DIR``
 #: is not needed: the system's temporary directory holds one blob at a time).
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 DEFAULT_ATTEMPTS = 3
+#: Blobs read and stored at once (see bench/files_backup.py for what it buys).
+DEFAULT_PARALLEL = 8
 
 
 @dataclass
@@ -85,6 +94,7 @@ def backup_files(
     backup_id: str | None = None,
     kind: str = "files",
     attempts: int = DEFAULT_ATTEMPTS,
+    parallel: int = DEFAULT_PARALLEL,
     now: Callable[[], datetime] | None = None,
 ) -> FileManifest:
     """Back up ``containers`` of ``account`` into ``catalog``; return the committed manifest.
@@ -96,27 +106,25 @@ def backup_files(
         raise BadInput(f"no containers to back up for {catalog.system}")
     if len(set(containers)) != len(containers):
         raise BadInput(f"a container is named twice: {', '.join(containers)}")
+    if parallel < 1:
+        raise BadInput(f"parallel must be at least 1, not {parallel}")
     clock = now or (lambda: datetime.now(UTC))
     started = clock()
     backup_id = backup_id or new_backup_id(started)
     with catalog.locked(f"file backup {backup_id}"):
+        leftovers = catalog.remove_leftovers()
         previous = catalog.latest(kind="files")
         base = previous.manifest if previous is not None else None
         stored_keys = set(catalog.content_objects())
-        content: dict[str, StoredContent] = {}
+        content = _Content(catalog, stored_keys)
         prefix = catalog.begin(backup_id, started)
         try:
             records = {}
-            for container in containers:
-                records[container] = _backup_container(
-                    account,
-                    catalog,
-                    container,
-                    base,
-                    stored_keys,
-                    content,
-                    attempts,
-                )
+            with ThreadPoolExecutor(parallel, thread_name_prefix="dr-files") as pool:
+                for container in containers:
+                    records[container] = _backup_container(
+                        account, catalog, container, base, content, attempts, pool
+                    )
             manifest = FileManifest(
                 id=backup_id,
                 kind=kind,
@@ -126,7 +134,8 @@ def backup_files(
                 started=started,
                 finished=clock(),
                 containers=records,
-                content=content,
+                content=content.stored,
+                leftovers_removed=leftovers,
             )
             catalog.commit(prefix, manifest)
         except BaseException:
@@ -137,14 +146,56 @@ def backup_files(
     return manifest
 
 
+class _Content:
+    """The content objects this backup references, by sha256, shared by the reading threads:
+    content already stored is reused, and content being stored by one thread is waited for
+    by another that found the same bytes (so an encrypted object is written once, and the
+    manifest describes the object that was kept)."""
+
+    def __init__(self, catalog: FileCatalog, stored_keys: set[str]) -> None:
+        self.catalog = catalog
+        self.stored: dict[str, StoredContent] = {}
+        self._keys = stored_keys
+        self._lock = threading.Lock()
+        self._storing: dict[str, threading.Lock] = {}
+
+    def reusable(self, sha256: str, known: dict[str, StoredContent]) -> StoredContent | None:
+        """Content this backup or the previous one holds and the repository still has."""
+        stored = self.stored.get(sha256) or known.get(sha256)
+        return stored if stored is not None and stored.key in self._keys else None
+
+    @contextlib.contextmanager
+    def storing(self, sha256: str) -> Iterator[None]:
+        """Held while one thread stores ``sha256``'s content; another waits for it."""
+        with self._lock:
+            lock = self._storing.setdefault(sha256, threading.Lock())
+        with lock:
+            yield
+
+    def store(
+        self, sha256: str, chunks: Iterator[bytes], known: dict[str, StoredContent]
+    ) -> StoredContent:
+        """Store ``sha256``'s content unless it is already stored; return where it is."""
+        with self.storing(sha256):
+            stored = self.reusable(sha256, known)
+            if stored is None:
+                stored = self.catalog.put_content(sha256, chunks)
+                self._keys.add(stored.key)
+            self.stored[sha256] = stored
+            return stored
+
+    def use(self, sha256: str, stored: StoredContent) -> None:
+        self.stored[sha256] = stored
+
+
 def _backup_container(
     account: BlobAccount,
     catalog: FileCatalog,
     container: str,
     base: FileManifest | None,
-    stored_keys: set[str],
-    content: dict[str, StoredContent],
+    content: _Content,
     attempts: int,
+    pool: ThreadPoolExecutor,
 ) -> ContainerRecord:
     known = base.content if base is not None else {}
     before = base.containers.get(container) if base is not None else None
@@ -156,38 +207,57 @@ def _backup_container(
         if b.content_md5
     }
 
-    def reusable(sha256: str) -> StoredContent | None:
-        stored = content.get(sha256) or known.get(sha256)
-        return stored if stored is not None and stored.key in stored_keys else None
+    # In the account's order: an entry carried over, or the read that makes one.
+    slots: list[BlobEntry | Future[BlobEntry | None]] = []
+    names: list[str] = []
+    reused = 0
+    for listed in account.list_blobs(container):
+        old = by_name.get(listed.name)
+        if (
+            old is not None
+            and old.etag == listed.etag
+            and (stored := content.reusable(old.sha256, known))
+        ):
+            content.use(old.sha256, stored)
+            slots.append(old)
+            reused += 1
+        elif (
+            listed.content_md5
+            and (same := by_md5.get((listed.content_md5, listed.size))) is not None
+            and (stored := content.reusable(same.sha256, known))
+        ):
+            content.use(same.sha256, stored)
+            slots.append(_entry(listed, same.sha256))
+            reused += 1
+        else:
+            slots.append(pool.submit(_copy_with_retries, account, listed, attempts, content, known))
+        names.append(listed.name)
 
     entries: list[BlobEntry] = []
     unstable: list[str] = []
-    copied = reused = 0
-    for listed in account.list_blobs(container):
-        old = by_name.get(listed.name)
-        if old is not None and old.etag == listed.etag and (stored := reusable(old.sha256)):
-            content[old.sha256] = stored
-            entries.append(old)
-            reused += 1
-            continue
-        same = by_md5.get((listed.content_md5, listed.size)) if listed.content_md5 else None
-        if same is not None and (stored := reusable(same.sha256)):
-            content[same.sha256] = stored
-            entries.append(_entry(listed, same.sha256))
-            reused += 1
-            continue
-        entry = _copy_with_retries(account, catalog, listed, attempts, reusable, content)
-        if entry is None:  # deleted meanwhile
-            continue
-        if entry is _UNSTABLE:
-            unstable.append(listed.name)
-            if old is not None and (stored := reusable(old.sha256)):
-                content[old.sha256] = stored
-                entries.append(old)
-            continue
-        stored_keys.add(content[entry.sha256].key)
-        entries.append(entry)
-        copied += 1
+    copied = 0
+    try:
+        for name, slot in zip(names, slots, strict=True):
+            if isinstance(slot, BlobEntry):
+                entries.append(slot)
+                continue
+            entry = slot.result()
+            if entry is None:  # deleted meanwhile
+                continue
+            if entry is _UNSTABLE:
+                unstable.append(name)
+                old = by_name.get(name)
+                if old is not None and (stored := content.reusable(old.sha256, known)):
+                    content.use(old.sha256, stored)
+                    entries.append(old)
+                continue
+            entries.append(entry)
+            copied += 1
+    except BaseException:
+        for slot in slots:
+            if not isinstance(slot, BlobEntry):
+                slot.cancel()
+        raise
     present = {e.name for e in entries} | set(unstable)
     deleted = sorted(name for name in by_name if name not in present)
     return ContainerRecord(
@@ -200,11 +270,10 @@ _UNSTABLE = BlobEntry(name="", size=0, sha256="", etag="", last_modified=datetim
 
 def _copy_with_retries(
     account: BlobAccount,
-    catalog: FileCatalog,
     listed: SourceBlob,
     attempts: int,
-    reusable: Callable[[str], StoredContent | None],
-    content: dict[str, StoredContent],
+    content: _Content,
+    known: dict[str, StoredContent],
 ) -> BlobEntry | None:
     """Read one blob whole and store its content; None when it was deleted meanwhile,
     :data:`_UNSTABLE` when it kept changing."""
@@ -229,10 +298,7 @@ def _copy_with_retries(
                     f"{blob.container}/{blob.name}: the bytes read have MD5 {copy.md5}, "
                     f"Azure records {blob.content_md5}"
                 )
-            stored = reusable(copy.sha256)
-            if stored is None:
-                stored = catalog.put_content(copy.sha256, read_chunks(copy.file))
-            content[copy.sha256] = stored
+            content.store(copy.sha256, read_chunks(copy.file), known)
         return _entry(blob, copy.sha256)
     return _UNSTABLE
 

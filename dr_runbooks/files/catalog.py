@@ -15,44 +15,38 @@ A system's file backups live under ``files/<system>/`` in a store::
             verifications/*.json      records of verifications, added later
 
 So every backup is a complete picture of the containers, although an unchanged blob is
-stored once. A folder without a manifest is not a backup: listing, restore and retention
-ignore it (:meth:`FileCatalog.remove_abandoned` removes it after a day). A manifest that
-cannot be read makes that backup damaged: listed, never restored, and, since nobody can tell
-which content it references, no content is deleted by retention while it is there.
+stored once. The marker, the manifest last, the lock and the removal of what dead attempts
+left are the protocol all the non-database systems share (:mod:`dr_runbooks.catalog`). A
+manifest that cannot be read makes that backup damaged: listed, never restored, and, since
+nobody can tell which content it references, no content is deleted by retention while it is
+there.
 
 Content objects are written before the manifest that references them, and deleted only by
 retention, which holds the system's lock (as the backup does) and leaves content younger
 than a day alone whatever references it.
-
-The root is ``files/``, not the engine's name: the databases' repository format lays out
-``<engine>/<system>/<database>/<backup-id>/`` and removes folders without a manifest there,
-which the content folders would look like to it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
-import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from dr_runbooks import crypto
-from dr_runbooks.errors import (
-    BackupDamaged,
-    BackupNotFound,
-    BadInput,
-    ChecksumMismatch,
-    LockHeld,
-    OperationFailed,
+from dr_runbooks.catalog import (
+    GRACE,
+    CatalogBackup,
+    CatalogManifest,
+    StoredObject,
+    SystemCatalog,
+    check_stored,
 )
-from dr_runbooks.repository import ObjectEncryption, Repository, new_backup_id
-from dr_runbooks.storage.base import Lease
+from dr_runbooks.errors import BackupNotFound, BadInput, ChecksumMismatch, OperationFailed
+from dr_runbooks.repository import ObjectEncryption, new_backup_id
 from dr_runbooks.streams import Digest, hashed, read_chunks
 
 __all__ = [
@@ -70,25 +64,11 @@ __all__ = [
 ENGINE = "blob"
 ROOT = "files"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-MARKER = "_in_progress.json"
-VERIFICATIONS = "verifications/"
-#: An attempt without a manifest older than this is abandoned; unreferenced content younger
-#: than this may belong to a backup still being written, so retention leaves it alone.
-GRACE = timedelta(days=1)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class StoredContent(BaseModel):
-    """One content object as stored: ``size`` and ``sha256`` are of the stored bytes
-    (encrypted, when it is), so checking them needs no key."""
-
-    model_config = ConfigDict(extra="allow")
-
-    key: str
-    size: int
-    sha256: str
-    encryption: ObjectEncryption | None = None
+#: One content object as stored.
+StoredContent = StoredObject
 
 
 class BlobEntry(BaseModel):
@@ -126,30 +106,19 @@ class ContainerRecord(BaseModel):
         return None
 
 
-class FileManifest(BaseModel):
+class FileManifest(CatalogManifest):
     """The commit record of one file backup."""
-
-    model_config = ConfigDict(extra="allow")
 
     format_version: int = FORMAT_VERSION
     engine: Literal["blob"] = "blob"
     kind: str = "files"
-    id: str
-    system: str
     account: str
     previous: str | None = None
-    started: datetime
-    finished: datetime
     containers: dict[str, ContainerRecord]
     content: dict[str, StoredContent] = Field(
         default_factory=dict, description="Content objects by the sha256 of their content"
     )
     details: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def consistent_point(self) -> datetime:
-        """A backup holds every change made before it started (later ones may be in it too)."""
-        return self.started
 
     @property
     def blob_count(self) -> int:
@@ -180,23 +149,8 @@ class FileManifest(BaseModel):
 
 
 @dataclass(frozen=True)
-class FileBackup:
+class FileBackup(CatalogBackup[FileManifest]):
     """A complete (or damaged) file backup found in a repository."""
-
-    system: str
-    id: str
-    prefix: str
-    written: datetime
-    manifest: FileManifest | None = None
-    problem: str | None = None
-
-    @property
-    def damaged(self) -> bool:
-        return self.problem is not None
-
-    @property
-    def consistent_point(self) -> datetime:
-        return self.manifest.consistent_point if self.manifest is not None else self.written
 
     def summary(self) -> dict[str, Any]:
         manifest = self.manifest
@@ -224,26 +178,15 @@ class FileRetentionPlan:
     content_kept_because: str | None = None
 
 
-class FileCatalog:
+class FileCatalog(SystemCatalog[FileManifest, FileBackup]):
     """One system's file backups in one repository."""
 
-    def __init__(self, repository: Repository, system: str) -> None:
-        if not system or "/" in system or system in (".", ".."):
-            raise BadInput(f"invalid system name: {system!r}")
-        self.repository = repository
-        self.store = repository.store
-        self.system = system
-        self.root = f"{ROOT}/{system}/"
-
-    def __repr__(self) -> str:
-        return f"FileCatalog({self.system!r}, {self.repository.name!r})"
-
-    # -- layout -------------------------------------------------------------------------------
-
-    def backup_prefix(self, backup_id: str) -> str:
-        if not backup_id or "/" in backup_id or backup_id in (".", ".."):
-            raise BadInput(f"invalid backup id: {backup_id!r}")
-        return f"{self.root}backups/{backup_id}/"
+    root_name = ROOT
+    lock_name = ENGINE
+    noun = "file backups"
+    shared_folders = ("content/",)
+    manifest_type = FileManifest
+    backup_type = FileBackup
 
     def content_key(self, sha256: str, encrypted: bool) -> str:
         if not _SHA256.match(sha256):
@@ -256,44 +199,10 @@ class FileCatalog:
             return {}
         return {info.key: info.last_modified for info in self.store.list(self.root + "content/")}
 
-    # -- locking ------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def locked(self, holder: str) -> Iterator[Lease]:
-        """The system's lock, held by a backup or retention (never both at once)."""
-        self.store.create()
-        record = json.dumps(
-            {"holder": holder, "host": socket.gethostname(), "since": _now().isoformat()}
-        ).encode()
-        lease = self.store.try_lock(f"{ENGINE}-{self.system}", record)
-        if lease is None:
-            other = self.store.lock_holder(f"{ENGINE}-{self.system}") or b"?"
-            raise LockHeld(
-                f"the file backups of {self.system} in {self.repository.name} are locked by "
-                f"{other.decode(errors='replace')}"
-            )
-        try:
-            yield lease
-        finally:
-            lease.release()
-
     # -- writing ------------------------------------------------------------------------------
 
-    def begin(self, backup_id: str, now: datetime | None = None) -> str:
-        """Write the in-progress marker; return the backup's folder."""
-        self.store.create()
-        prefix = self.backup_prefix(backup_id)
-        if any(True for _ in self.store.list(prefix)):
-            raise OperationFailed(
-                f"backup folder {prefix} already exists in {self.repository.name}"
-            )
-        marker = {"started": (now or _now()).isoformat(), "host": socket.gethostname()}
-        self.store.put_bytes(prefix + MARKER, json.dumps(marker).encode())
-        return prefix
-
-    def commit(self, prefix: str, manifest: FileManifest) -> None:
-        """Check that every content object the manifest references is stored with its size,
-        then write the manifest (the commit point)."""
+    def check_before_commit(self, prefix: str, manifest: FileManifest) -> None:
+        """Every content object the manifest references must be stored with its size."""
         present = {info.key: info.size for info in self.store.list(self.root + "content/")}
         for sha, stored in manifest.content.items():
             if present.get(stored.key) != stored.size:
@@ -301,17 +210,6 @@ class FileCatalog:
                     f"{stored.key} (content {sha[:12]}…): stored "
                     f"{present.get(stored.key, 'no')} bytes, the manifest says {stored.size}"
                 )
-        self.store.put_bytes(prefix + MANIFEST, manifest.model_dump_json(indent=1).encode())
-        self.store.delete([prefix + MARKER])
-
-    def abort(self, prefix: str) -> None:
-        """Remove an unfinished attempt's folder (its content stays until retention)."""
-        keys = [info.key for info in self.store.list(prefix)]
-        if prefix + MANIFEST in keys:
-            raise OperationFailed(f"refusing to remove committed backup {prefix}")
-        self.store.delete(k for k in keys if k != prefix + MARKER)
-        self.store.delete([prefix + MARKER])
-        self.store.delete_partials(prefix)
 
     def put_content(self, sha256: str, chunks: Iterable[bytes]) -> StoredContent:
         """Store a blob's content (already checked to have ``sha256``), encrypted to the
@@ -330,39 +228,6 @@ class FileCatalog:
         )
 
     # -- reading ------------------------------------------------------------------------------
-
-    def backups(self) -> list[FileBackup]:
-        """Complete and damaged backups, newest first (by consistent point)."""
-        if not self.store.exists():
-            return []
-        folders: dict[str, dict[str, datetime]] = {}
-        base = self.root + "backups/"
-        for info in self.store.list(base):
-            rest = info.key[len(base) :]
-            if "/" not in rest:
-                continue
-            backup_id, name = rest.split("/", 1)
-            folders.setdefault(backup_id, {})[name] = info.last_modified
-        found = []
-        for backup_id, objects in folders.items():
-            if MANIFEST not in objects:
-                continue
-            prefix = base + backup_id + "/"
-            try:
-                manifest = FileManifest.model_validate_json(
-                    self.store.read_bytes(prefix + MANIFEST)
-                )
-                if manifest.id != backup_id or manifest.system != self.system:
-                    raise ValueError(f"manifest names {manifest.system}/{manifest.id}")
-            except (ValidationError, ValueError, OperationFailed) as exc:
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                found.append(
-                    FileBackup(self.system, backup_id, prefix, objects[MANIFEST], problem=message)
-                )
-                continue
-            found.append(FileBackup(self.system, backup_id, prefix, manifest.started, manifest))
-        found.sort(key=lambda b: b.consistent_point, reverse=True)
-        return found
 
     def latest(self, kind: str | None = "files") -> FileBackup | None:
         """The newest usable backup (of ``kind``; None: of any kind), or None."""
@@ -384,15 +249,9 @@ class FileCatalog:
         """The backup to restore: by id (of any kind), else the latest of ``kind`` before a
         time, or the latest (an in-place restore's ``pre-restore`` backup only by its id)."""
         everything = self.backups()
-        where = f"{self.root} in {self.repository.name}"
+        where = self.where
         if backup_id:
-            for backup in everything:
-                if backup.id == backup_id:
-                    if backup.problem is not None:
-                        raise BackupDamaged(f"backup {backup_id} is damaged: {backup.problem}")
-                    return backup
-            held = ", ".join(b.id for b in everything[:3]) or "none"
-            raise BackupNotFound(f"no file backup {backup_id!r} in {where} (newest: {held})")
+            return self._by_id(everything, backup_id)
         good = [b for b in everything if b.manifest is not None and b.manifest.kind == kind]
         if before is not None:
             good = [b for b in good if b.consistent_point < before]
@@ -424,11 +283,7 @@ class FileCatalog:
                     raise BadInput(f"{stored.key} is encrypted and no identity was given")
                 chunks = crypto.decrypt(chunks, identity, stored.key)
             yield from chunks
-        if digest.size != stored.size or digest.sha256 != stored.sha256:
-            raise ChecksumMismatch(
-                f"{stored.key}: size {digest.size} sha256 {digest.sha256[:12]}…, the manifest "
-                f"says size {stored.size} sha256 {stored.sha256[:12]}…"
-            )
+        check_stored(stored.key, digest, stored.size, stored.sha256)
 
     # -- checking -----------------------------------------------------------------------------
 
@@ -458,21 +313,6 @@ class FileCatalog:
                 problems.append(f"{name}: {len(missing)} blobs reference no content object")
         return problems
 
-    def record_verification(self, backup: FileBackup, record: dict[str, Any]) -> str:
-        """Keep a verification's outcome beside the backup (``finished``: now, unless said)."""
-        now = _now()
-        key = f"{backup.prefix}{VERIFICATIONS}{now:%Y%m%dT%H%M%S%fZ}.json"
-        record = {"finished": now.isoformat(), **record}
-        self.store.put_bytes(key, json.dumps(record, indent=2, default=str).encode())
-        return key
-
-    def verifications(self, backup: FileBackup) -> list[dict[str, Any]]:
-        records = []
-        for info in sorted(self.store.list(backup.prefix + VERIFICATIONS), key=lambda i: i.key):
-            with contextlib.suppress(ValueError, OperationFailed):
-                records.append(json.loads(self.store.read_bytes(info.key)))
-        return records
-
     # -- retention ----------------------------------------------------------------------------
 
     def plan_retention(
@@ -483,7 +323,7 @@ class FileCatalog:
     ) -> FileRetentionPlan:
         """Backups older than the retention (keeping at least ``min_keep``), and the content
         objects that no kept backup references and that are older than :data:`GRACE`."""
-        now = now or _now()
+        now = now or datetime.now(UTC)
         days = self.repository.retention_days if retention_days is None else retention_days
         keep_at_least = self.repository.min_keep if min_keep is None else min_keep
         everything = self.backups()
@@ -526,34 +366,5 @@ class FileCatalog:
 
     def apply_retention(self, plan: FileRetentionPlan) -> None:
         """Delete the plan's backups (manifest first), then the unreferenced content."""
-        for backup in plan.delete:
-            keys = [info.key for info in self.store.list(backup.prefix)]
-            self.store.delete([backup.prefix + MANIFEST])
-            self.store.delete(k for k in keys if k != backup.prefix + MANIFEST)
+        self.delete(plan.delete)
         self.store.delete(plan.unreferenced)
-
-    def abandoned(self, now: datetime | None = None) -> list[str]:
-        """Backup folders without a manifest older than :data:`GRACE`."""
-        now = now or _now()
-        if not self.store.exists():
-            return []
-        latest: dict[str, datetime] = {}
-        base = self.root + "backups/"
-        complete = set()
-        for info in self.store.list(base):
-            backup_id = info.key[len(base) :].split("/", 1)[0]
-            prefix = base + backup_id + "/"
-            if info.key == prefix + MANIFEST:
-                complete.add(prefix)
-            latest[prefix] = max(latest.get(prefix, info.last_modified), info.last_modified)
-        return sorted(p for p, t in latest.items() if p not in complete and now - t > GRACE)
-
-    def remove_abandoned(self, now: datetime | None = None) -> list[str]:
-        removed = self.abandoned(now)
-        for prefix in removed:
-            self.abort(prefix)
-        return removed
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

@@ -7,7 +7,9 @@
     result = restore_files(account, catalog, plan)       # into a new container
 
 The target is a new container by default (``<container>-restore-<backup time>``); an
-existing one is accepted only when it holds nothing under what is restored. In place (the
+existing one is accepted only when it holds nothing under what is restored but blobs exactly
+as the backup has them (content, metadata, content type): what a restore killed half-way
+wrote, which the next run keeps and does not write again. In place (the
 target is the source container) needs ``approved=True`` — the runbook's gate — and first
 takes a ``pre-restore`` backup of the container, so everything the restore overwrites or
 removes is kept, restorable by that backup's id. In place, the blobs under the restored
@@ -30,7 +32,7 @@ from typing import Any
 from dr_runbooks.errors import BadInput, ChecksumMismatch, RestoreVerificationFailed
 from dr_runbooks.files.backup import backup_files, spooled
 from dr_runbooks.files.catalog import BlobEntry, FileBackup, FileCatalog
-from dr_runbooks.files.source import BlobAccount
+from dr_runbooks.files.source import BlobAccount, SourceBlob
 
 __all__ = [
     "FileRestorePlan",
@@ -60,6 +62,9 @@ class FileRestorePlan:
     remove: list[str] = field(default_factory=list)
     #: In place: blobs now there that the restore replaces.
     overwrite: list[str] = field(default_factory=list)
+    #: Into another container: blobs already there exactly as the backup has them (an
+    #: interrupted restore's), not written again.
+    present: list[str] = field(default_factory=list)
 
     @property
     def scope(self) -> str:
@@ -82,6 +87,11 @@ class FileRestorePlan:
             lines += [
                 f"- blobs overwritten: {len(self.overwrite)}; removed: {len(self.remove)} "
                 "(both kept first in a pre-restore backup)",
+            ]
+        if self.present:
+            lines += [
+                f"- already there as in the backup (an interrupted restore's), not written "
+                f"again: {len(self.present)}",
             ]
         return "\n".join(lines)
 
@@ -160,12 +170,19 @@ def plan_restore(
     )
     if blob is not None:
         now = {name: b for name, b in now.items() if name == blob}
-    if now and not in_place:
-        raise BadInput(
-            f"the target container {target} already holds {len(now)} blobs under "
-            f"{blob or prefix or 'its root'}; restore into a new container, or in place"
-        )
     wanted = {e.name: e for e in entries}
+    if now and not in_place:
+        differing = sorted(
+            name
+            for name, found in now.items()
+            if name not in wanted or _differences(account, found, wanted[name])
+        )
+        if differing:
+            raise BadInput(
+                f"the target container {target} already holds {len(differing)} blobs under "
+                f"{blob or prefix or 'its root'} that differ from backup {backup.id} or are not "
+                f"in it ({', '.join(differing[:3])}); restore into a new container, or in place"
+            )
     return FileRestorePlan(
         backup=backup,
         container=container,
@@ -178,6 +195,7 @@ def plan_restore(
         overwrite=sorted(
             name for name, b in now.items() if name in wanted and b.etag != wanted[name].etag
         ),
+        present=[] if in_place else sorted(now),
     )
 
 
@@ -201,7 +219,10 @@ def restore_files(
     else:
         account.create_container(plan.target)
     written = 0
+    present = set(plan.present)
     for entry in plan.entries:
+        if entry.name in present:
+            continue
         stored = content.get(entry.sha256)
         if stored is None:
             raise ChecksumMismatch(
@@ -240,6 +261,22 @@ def restore_files(
     )
 
 
+def _differences(account: BlobAccount, blob: SourceBlob, entry: BlobEntry) -> list[str]:
+    """How the blob as it is now differs from the backup's entry (read whole: its content's
+    sha256, its metadata and content type); empty when it is the same."""
+    problems = []
+    digest = hashlib.sha256()
+    for chunk in account.read(blob):
+        digest.update(chunk)
+    if digest.hexdigest() != entry.sha256:
+        problems.append(f"{blob.name}: content differs (sha256 {digest.hexdigest()[:12]}…)")
+    if blob.metadata != entry.metadata:
+        problems.append(f"{blob.name}: metadata {blob.metadata} differs from {entry.metadata}")
+    if entry.content_type and blob.content_type != entry.content_type:
+        problems.append(f"{blob.name}: content type {blob.content_type} != {entry.content_type}")
+    return problems
+
+
 def verify_restore(account: BlobAccount, plan: FileRestorePlan) -> int:
     """Read every restored blob back and compare it with the manifest; the target must
     hold nothing else under the restored prefix. Returns the count verified;
@@ -256,15 +293,7 @@ def verify_restore(account: BlobAccount, plan: FileRestorePlan) -> int:
         if blob is None:
             problems.append(f"{name}: missing from the target")
             continue
-        digest = hashlib.sha256()
-        for chunk in account.read(blob):
-            digest.update(chunk)
-        if digest.hexdigest() != entry.sha256:
-            problems.append(f"{name}: content differs (sha256 {digest.hexdigest()[:12]}…)")
-        if blob.metadata != entry.metadata:
-            problems.append(f"{name}: metadata {blob.metadata} differs from {entry.metadata}")
-        if entry.content_type and blob.content_type != entry.content_type:
-            problems.append(f"{name}: content type {blob.content_type} != {entry.content_type}")
+        problems += _differences(account, blob, entry)
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""

@@ -5,33 +5,52 @@ One row per system, in order of precedence:
 - ``MISSING``: no complete file backup;
 - ``STALE``: the newest is older than the plan's file-storage RPO (24 h);
 - ``FAILED``: the newest backup's latest checksum verification failed;
-- ``POLICY``: the account's own protection falls short of the plan (soft delete, versioning,
-  redundancy), with what is missing and the plan's value;
+- ``POLICY``: the account's own protection falls short of the plan (soft delete, container
+  soft delete, versioning, redundancy), with what is missing and the plan's value;
 - ``DAMAGED``: a backup's manifest cannot be read;
 - ``UNVERIFIED``: the newest backup's checksums were not verified within
   ``verification_max_age``;
 - ``OK``.
 
-A policy that cannot be read (no credentials for the account) is said in the detail and
-does not change the state.
+The account's protection is read through Azure Resource Manager when the system names its
+subscription and resource group (:func:`~dr_runbooks.files.policy.read_management_settings`),
+else, or when Resource Manager refuses (403, not found), through the blob data plane, which
+cannot read container soft delete. A setting that could not be read, or a policy that could
+not be read at all (no credentials for the account), is said in the detail, with why, and
+does not change the state; it is never reported as meeting the plan.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
 from dr_runbooks.config import Config, FilesConfig
 from dr_runbooks.errors import ConfigError, DRError
 from dr_runbooks.files.catalog import FileCatalog
-from dr_runbooks.files.policy import PolicyAudit, audit, read_settings
+from dr_runbooks.files.policy import (
+    PolicyAudit,
+    audit,
+    read_management_settings,
+    read_settings,
+)
 from dr_runbooks.files.source import BlobAccount
 from dr_runbooks.repository import Repository
 from dr_runbooks.statusrow import DatabaseStatus
 from dr_runbooks.text import first_line
 
-__all__ = ["FILES_ROW", "account_from_config", "file_status", "policy_of"]
+__all__ = [
+    "FILES_ROW",
+    "StorageClients",
+    "account_from_config",
+    "file_status",
+    "policy_of",
+    "policy_text",
+    "read_policy",
+]
 
 #: What the ``database`` column says for a file storage system.
 FILES_ROW = "(files)"
@@ -39,6 +58,10 @@ FILES_ROW = "(files)"
 #: Loads a saved file storage block by name (the tasks and the CLI pass one; the engine
 #: never imports Prefect).
 BlockLoader = Callable[[str], BlobAccount]
+
+#: Builds a ``StorageManagementClient`` for (a subscription id, a site block's name or None):
+#: the blocks' factory (``blocks.azure.MANAGEMENT_CLIENTS.storage``); the engine builds none.
+StorageClients = Callable[[str, str | None], Any]
 
 
 def account_from_config(
@@ -64,15 +87,62 @@ def account_from_config(
     return blocks(files.block)
 
 
+def read_policy(
+    files: FilesConfig,
+    management: StorageClients | None = None,
+    account: BlobAccount | None = None,
+    blocks: BlockLoader | None = None,
+    containers: Sequence[str] | None = None,
+) -> PolicyAudit:
+    """The account's policy audit: through Resource Manager when ``files`` names a
+    subscription and resource group and ``management`` can build a client, else (or when it
+    refuses) through the blob data plane of ``account`` (default: the account dr.yaml names)
+    and ``containers`` (default: dr.yaml's), saying why Resource Manager was not read. Raises
+    :class:`~dr_runbooks.errors.DRError` when neither can be read."""
+    if not files.in_resource_manager:
+        why = "the system names no subscription_id and resource_group"
+    elif management is None:
+        why = "no Resource Manager client here"
+    else:
+        try:
+            name = _named_account(files)
+            if name is None:
+                account = account or account_from_config(files, blocks)
+                name = account.account_name
+            client = management(str(files.subscription_id), files.site)
+            settings = read_management_settings(client, str(files.resource_group), name)
+        except DRError as exc:
+            why = first_line(exc)
+        else:
+            return audit(settings)
+    account = account or account_from_config(files, blocks)
+    chosen = files.containers if containers is None else containers
+    return audit(read_settings(account, chosen, management=why))
+
+
 def policy_of(
-    files: FilesConfig, blocks: BlockLoader | None = None
+    files: FilesConfig,
+    blocks: BlockLoader | None = None,
+    management: StorageClients | None = None,
+    account: BlobAccount | None = None,
 ) -> tuple[PolicyAudit | None, str | None]:
-    """The account's policy audit, or None and why it could not be read."""
+    """The account's policy audit (:func:`read_policy`), or None and why it could not be
+    read."""
     try:
-        account = account_from_config(files, blocks)
-        return audit(read_settings(account, files.containers)), None
+        return read_policy(files, management, account, blocks), None
     except DRError as exc:
         return None, first_line(exc)
+
+
+def _named_account(files: FilesConfig) -> str | None:
+    """The account's name as dr.yaml gives it: ``account_name``, or ``account_url``'s host."""
+    if files.account_name:
+        return files.account_name
+    if files.account_url:
+        host = urlsplit(files.account_url).hostname or ""
+        if ".blob." in host:  # ACCOUNT.blob.core.windows.net, a sovereign cloud's, privatelink
+            return host.split(".", 1)[0]
+    return None
 
 
 def file_status(
@@ -101,16 +171,10 @@ def file_status(
         rpo_seconds=rpo.total_seconds(),
         damaged=damaged,
     )
-    policy_text = (
-        f"policy: {policy.describe()}"
-        if policy is not None
-        else f"policy not read ({policy_problem})"
-        if policy_problem
-        else ""
-    )
+    shown = policy_text(policy, policy_problem)
     if newest is None or newest.manifest is None:
         status.state = "MISSING"
-        status.detail = _join("no complete file backup", policy_text)
+        status.detail = _join("no complete file backup", shown)
         return status
     manifest = newest.manifest
     age = now - newest.consistent_point
@@ -132,7 +196,7 @@ def file_status(
         status.state = "FAILED"
         problems = last.get("problems") or ["checksums differ"]
         status.detail = f"backup {newest.id}: {problems[0]}"
-    elif policy is not None and not policy.compliant:
+    elif policy is not None and policy.state == "POLICY":
         status.state = "POLICY"
         status.detail = f"the account falls short of the plan: {policy.describe()}"
         return status
@@ -144,8 +208,17 @@ def file_status(
         status.detail = f"{summary}; checksums not verified within {_hours(max_age)}"
     else:
         status.detail = summary
-    status.detail = _join(status.detail, policy_text)
+    status.detail = _join(status.detail, shown)
     return status
+
+
+def policy_text(policy: PolicyAudit | None, problem: str | None) -> str:
+    """The policy as a status detail or a verification result says it."""
+    if policy is None:
+        return f"policy not read ({problem})" if problem else ""
+    if policy.state == "UNVERIFIED":
+        return f"policy not fully verified: {policy.describe()}"
+    return f"policy: {policy.describe()}"
 
 
 def _time(value: object) -> datetime | None:

@@ -7,14 +7,19 @@ while nothing changes. The manifest records what the bundle holds (``git bundle
 list-heads``), not what ``ls-remote`` said a moment before.
 
 Scratch work happens under ``DR_WORK_DIR`` (default: the system's temporary directory) and is
-removed when the step ends.
+removed when the step ends; what a run killed with ``kill -9`` left there is removed by the
+next one (:func:`_scratch`). A restore killed half-way can be run again: a clone is moved into
+its path only once complete and verified, and a push goes on into a remote that holds nothing
+but refs of the backup, as the backup has them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +37,7 @@ from dr_runbooks.gitconfig.git import (
     push_refs,
     verify_bundle,
 )
+from dr_runbooks.processes import owned_workdir, remove_stale_workdirs
 from dr_runbooks.repository import new_backup_id
 from dr_runbooks.text import first_line
 
@@ -104,8 +110,22 @@ def compare(remote: GitRemote, catalog: ConfigCatalog, patterns: Sequence[str]) 
     )
 
 
-def _work_dir() -> str | None:
-    return os.environ.get("DR_WORK_DIR") or None
+#: Scratch directories (a fetched mirror, a downloaded bundle) start with this.
+SCRATCH_PREFIX = "dr-config-"
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    """A private directory under ``DR_WORK_DIR`` (default: the system's temporary directory),
+    removed at the end. Those that runs killed with ``kill -9`` left (no ``finally`` runs
+    then) are removed first."""
+    base = Path(os.environ.get("DR_WORK_DIR") or tempfile.gettempdir())
+    remove_stale_workdirs(SCRATCH_PREFIX, base)
+    directory = owned_workdir(SCRATCH_PREFIX, base)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def backup_config(
@@ -121,8 +141,9 @@ def backup_config(
     clock = now or (lambda: datetime.now(UTC))
     with (
         catalog.locked(holder),
-        tempfile.TemporaryDirectory(prefix="dr-config-", dir=_work_dir()) as scratch,
+        _scratch() as scratch,
     ):
+        leftovers = catalog.remove_leftovers()
         started = clock()
         backup_id = new_backup_id(started)
         prefix = catalog.begin(backup_id, started)
@@ -139,6 +160,7 @@ def backup_config(
                 refs=refs,
                 head=head,
                 bundle=stored,
+                leftovers_removed=leftovers,
             )
             catalog.commit(prefix, manifest)
         except BaseException:
@@ -152,7 +174,7 @@ def verify_backup(catalog: ConfigCatalog, backup: ConfigBackup) -> dict[str, Any
     against the manifest) and record the result beside it; return the record."""
     assert backup.manifest is not None
     problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="dr-config-", dir=_work_dir()) as scratch:
+    with _scratch() as scratch:
         bundle = Path(scratch) / "config.bundle"
         try:
             catalog.fetch_bundle(backup, bundle)
@@ -175,34 +197,55 @@ def verify_backup(catalog: ConfigCatalog, backup: ConfigBackup) -> dict[str, Any
 
 def restore_clone(catalog: ConfigCatalog, backup: ConfigBackup, path: Path) -> dict[str, str]:
     """Clone ``backup`` into ``path`` (which must not exist, or be empty) as a bare mirror,
-    and check that it holds exactly the manifest's refs; return them."""
+    and check that it holds exactly the manifest's refs; return them.
+
+    The clone is made beside ``path`` and moved into it once verified, so ``path`` never
+    holds half a clone: a restore killed half-way leaves it as it was, and the next one
+    removes the partial clone."""
     assert backup.manifest is not None
     if path.exists() and any(path.iterdir()):
         raise BadInput(f"{path} exists and is not empty: restore into a new path")
-    with tempfile.TemporaryDirectory(prefix="dr-config-", dir=_work_dir()) as scratch:
-        bundle = catalog.fetch_bundle(backup, Path(scratch) / "config.bundle")
-        refs = clone_bundle(bundle, path, backup.manifest.head)
-    if refs != backup.manifest.refs:
-        raise RestoreVerificationFailed(
-            f"{path} holds {len(refs)} refs, backup {backup.id} {len(backup.manifest.refs)}: "
-            + _difference(backup.manifest.refs, refs)
-        )
+    parent = path.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    partials = f".{path.name}.dr-partial-"
+    remove_stale_workdirs(partials, parent)
+    partial = owned_workdir(partials, parent)
+    try:
+        with _scratch() as scratch:
+            bundle = catalog.fetch_bundle(backup, scratch / "config.bundle")
+            refs = clone_bundle(bundle, partial / "clone", backup.manifest.head)
+        if refs != backup.manifest.refs:
+            raise RestoreVerificationFailed(
+                f"the clone for {path} holds {len(refs)} refs, backup {backup.id} "
+                f"{len(backup.manifest.refs)}: " + _difference(backup.manifest.refs, refs)
+            )
+        try:
+            # Atomic, and refused unless the path is missing or an empty directory.
+            os.rename(partial / "clone", path)
+        except OSError:
+            raise BadInput(f"{path} exists and is not empty: restore into a new path") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return refs
 
 
 def push_backup(catalog: ConfigCatalog, backup: ConfigBackup, target: GitRemote) -> dict[str, str]:
-    """Push ``backup``'s refs to ``target``, which must hold no refs yet (a ref there is
-    reported, never overwritten); afterwards the target's refs must equal the manifest's."""
+    """Push ``backup``'s refs to ``target``, which must hold no refs but the backup's own at
+    the backup's commits (what a push killed half-way made: the restore goes on); any other
+    ref there is reported, never overwritten. Afterwards the target's refs must equal the
+    manifest's."""
     assert backup.manifest is not None
     present = ls_remote(target, ("refs/*",)).refs
-    if present:
+    foreign = sorted(name for name, obj in present.items() if backup.manifest.refs.get(name) != obj)
+    if foreign:
         raise BadInput(
-            f"{target} already holds {len(present)} ref(s) ({', '.join(sorted(present)[:3])}): "
-            "a configuration restore pushes only to a new, empty repository"
+            f"{target} already holds {len(foreign)} ref(s) that backup {backup.id} does not "
+            f"hold as they are ({', '.join(foreign[:3])}): a configuration restore pushes only "
+            "to a new, empty repository"
         )
-    with tempfile.TemporaryDirectory(prefix="dr-config-", dir=_work_dir()) as scratch:
-        bundle = catalog.fetch_bundle(backup, Path(scratch) / "config.bundle")
-        mirror = Path(scratch) / "mirror.git"
+    with _scratch() as scratch:
+        bundle = catalog.fetch_bundle(backup, scratch / "config.bundle")
+        mirror = scratch / "mirror.git"
         clone_bundle(bundle, mirror, backup.manifest.head)
         push_refs(mirror, target, backup.manifest.refs)
     pushed = ls_remote(target, ("refs/*",)).refs

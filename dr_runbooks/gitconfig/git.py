@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from dr_runbooks.errors import CommandFailed, ConnectionFailed, ServerUnreachable
+from dr_runbooks.processes import die_with_parent
 from dr_runbooks.redaction import redact, register_secret
 
 __all__ = [
@@ -134,8 +135,15 @@ def run_git(
     command = ["git", "-c", "credential.helper=", *args]
     with _credentials(remote) as env:
         try:
+            # git dies with us: a killed restore leaves no push going on behind it.
             done = subprocess.run(
-                command, cwd=cwd, env=env, capture_output=True, text=True, check=False
+                command,
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+                preexec_fn=die_with_parent,
             )
         except FileNotFoundError:
             raise CommandFailed("git is not installed (or not on PATH)") from None

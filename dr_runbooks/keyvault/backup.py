@@ -8,7 +8,9 @@ the docs: this backup covers a deleted or damaged secret or vault, not the loss 
 subscription or the geography.
 
 A restore never overwrites: a secret the target vault already holds (or holds deleted, in
-its soft-delete retention) is reported and left alone.
+its soft-delete retention) is reported and left alone. One it holds with exactly the versions
+the backup recorded (a restored secret is a replica, its versions included: what a restore
+killed half-way restored) is reported as already restored, not as a conflict.
 
 ``client`` is an ``azure.keyvault.secrets.SecretClient`` (the blocks build it).
 """
@@ -129,6 +131,7 @@ def backup_vault(
     if unknown:
         raise BadInput(f"{vault} holds no secret {', '.join(unknown)}")
     with catalog.locked("vault-backup"):
+        leftovers = catalog.remove_leftovers()
         started = clock()
         backup_id = new_backup_id(started)
         prefix = catalog.begin(backup_id, started)
@@ -138,8 +141,13 @@ def backup_vault(
                 if name in skipped:
                     continue
                 with translated(f"backing up secret {name} of {vault}"):
+                    # Listed first: a version added meanwhile makes them differ, which a
+                    # restore then reads as "not the backup's" (the safe side).
+                    versions = _versions(client, name)
                     data = client.backup_secret(name)
-                stored[name] = catalog.put_secret(prefix, name, bytes(data))
+                stored[name] = catalog.put_secret(prefix, name, bytes(data)).model_copy(
+                    update={"versions": versions}
+                )
             manifest = VaultManifest(
                 id=backup_id,
                 system=catalog.system,
@@ -149,6 +157,7 @@ def backup_vault(
                 secrets=stored,
                 skipped={n: why for n, why in skipped.items() if n in chosen or not names},
                 protection={**_protection(levels).as_dict(), "limit": LIMIT},
+                leftovers_removed=leftovers,
             )
             catalog.commit(prefix, manifest)
         except BaseException:
@@ -177,6 +186,15 @@ def verify_vault_backup(catalog: VaultCatalog, backup: VaultBackup) -> dict[str,
     return record
 
 
+def _versions(client: Any, name: str) -> list[str]:
+    """The ids of every version of a secret (its properties only: no value is read)."""
+    return sorted(
+        str(properties.version)
+        for properties in client.list_properties_of_secret_versions(name)
+        if properties.version
+    )
+
+
 @dataclass
 class RestoreOutcome:
     """What a restore did, secret by secret."""
@@ -185,9 +203,17 @@ class RestoreOutcome:
     restored: list[str] = field(default_factory=list)
     #: Secrets left alone because the target holds them (or holds them deleted), with why.
     existing: dict[str, str] = field(default_factory=dict)
+    #: Secrets the target already holds with exactly the backup's versions (an earlier
+    #: restore's): nothing to do.
+    already: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"vault": self.vault, "restored": self.restored, "existing": self.existing}
+        return {
+            "vault": self.vault,
+            "restored": self.restored,
+            "already": self.already,
+            "existing": self.existing,
+        }
 
 
 def restore_vault(
@@ -208,10 +234,15 @@ def restore_vault(
         with translated(f"reading secret {name} of {vault}"):
             try:
                 client.get_secret(name)
-                outcome.existing[name] = "the vault holds it: left as it is"
-                continue
             except ResourceNotFoundError:
                 pass
+            else:
+                recorded = (backup.manifest.secrets[name].model_extra or {}).get("versions")
+                if recorded and _versions(client, name) == recorded:
+                    outcome.already.append(name)
+                else:
+                    outcome.existing[name] = "the vault holds it: left as it is"
+                continue
         with translated(f"restoring secret {name} into {vault}"):
             try:
                 client.restore_secret_backup(data[name])

@@ -2,9 +2,16 @@
 
 In order of precedence: ``MISSING`` (no backup), ``STALE`` (the newest is older than
 ``keyvault.rpo``, a day by default: the backup runs daily), ``FAILED`` (its latest
-checksum verification failed), ``POLICY`` (the vault's soft delete or purge protection is
-off), ``DAMAGED`` (a manifest cannot be read), ``OK``. The detail always says that the backup
-is restorable only within the same subscription and geography.
+checksum verification failed), ``POLICY`` (the vault's soft delete is off or keeps deleted
+secrets for fewer days than the plan's, or purge protection is off: each with the plan's
+value), ``DAMAGED`` (a manifest cannot be read), ``OK``. The detail always says that the
+backup is restorable only within the same subscription and geography.
+
+The vault's protection is read through Azure Resource Manager when the system names its
+subscription and resource group, else (or when Resource Manager refuses) from its secrets'
+recovery levels (:mod:`dr_runbooks.keyvault.protection`). A setting that could not be read
+is said in the detail, with why, and does not change the state; it is never reported as
+meeting the plan.
 """
 
 from __future__ import annotations
@@ -14,14 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dr_runbooks.config import Config, KeyVaultConfig
-from dr_runbooks.errors import DRError
-from dr_runbooks.keyvault.backup import LIMIT, Protection, audit_vault
+from dr_runbooks.keyvault.backup import LIMIT
 from dr_runbooks.keyvault.catalog import VaultCatalog
+from dr_runbooks.keyvault.protection import VaultAudit, VaultClients, vault_protection
 from dr_runbooks.repository import Repository
 from dr_runbooks.statusrow import DatabaseStatus
-from dr_runbooks.text import first_line
 
-__all__ = ["SECRETS_ROW", "default_clients", "protection_of", "vault_status"]
+__all__ = ["SECRETS_ROW", "default_clients", "protection_of", "protection_text", "vault_status"]
 
 SECRETS_ROW = "(secrets)"
 
@@ -40,22 +46,19 @@ def default_clients(vault_url: str) -> Any:
 
 
 def protection_of(
-    keyvault: KeyVaultConfig, clients: ClientFactory | None
-) -> tuple[Protection | None, str | None]:
+    keyvault: KeyVaultConfig,
+    clients: ClientFactory | None,
+    management: VaultClients | None = None,
+) -> tuple[VaultAudit | None, str | None]:
     """The vault's protection, or None and why it could not be read."""
-    if clients is None:
-        return None, "no credentials for the vault here"
-    try:
-        return audit_vault(clients(keyvault.vault_url)), None
-    except DRError as exc:
-        return None, first_line(exc)
+    return vault_protection(keyvault, management, clients)
 
 
 def vault_status(
     config: Config,
     name: str,
     repository: Repository,
-    protection: Protection | None,
+    protection: VaultAudit | None,
     problem: str | None = None,
     now: datetime | None = None,
     rpo: timedelta = timedelta(hours=24),
@@ -74,9 +77,7 @@ def vault_status(
         rpo_seconds=rpo.total_seconds(),
         damaged=[b.id for b in backups if b.damaged],
     )
-    policy = (
-        f"vault: {protection.describe()}" if protection else f"vault policy not read ({problem})"
-    )
+    policy = protection_text(protection, problem)
     newest = catalog.latest()
     if newest is None or newest.manifest is None:
         status.detail = f"no vault backup; {policy}"
@@ -98,7 +99,7 @@ def vault_status(
         )
     elif last is not None and not last.get("ok"):
         status.state, detail = "FAILED", f"backup {newest.id}: {(last.get('problems') or ['?'])[0]}"
-    elif protection is not None and not protection.compliant:
+    elif protection is not None and protection.state == "POLICY":
         status.state, detail = (
             "POLICY",
             f"the vault falls short of the plan: {protection.describe()}",
@@ -109,3 +110,12 @@ def vault_status(
         status.state, detail = "OK", summary
     status.detail = "; ".join(dict.fromkeys([detail, summary, policy]))
     return status
+
+
+def protection_text(protection: VaultAudit | None, problem: str | None) -> str:
+    """The vault's protection as a status detail or a verification result says it."""
+    if protection is None:
+        return f"vault policy not read ({problem})"
+    if protection.state == "UNVERIFIED":
+        return f"vault policy not fully verified: {protection.describe()}"
+    return f"vault: {protection.describe()}"

@@ -6,7 +6,8 @@ Extending it for another API:
 - an ARM resource type: subclass :class:`~tests.azure_api.arm.ResourceType` (``create`` turns
   a PUT body into the stored resource; ``long_running_put``/``long_running_delete`` make them
   run as operations; ``action`` answers ``POST …/<action>``; ``view`` shapes a GET) and
-  ``api.register("microsoft.storage/storageaccounts", StorageAccounts())``;
+  ``api.register("microsoft.web/sites", Sites())`` (storage accounts, their blob service and
+  key vaults are spoken already: :mod:`tests.azure_api.arm`);
 - a Key Vault style data plane (``/keys/...``, a secret's ``backup``): a handler
   ``(method, parts, body) -> Response`` given to ``api.register_data_plane("keys", handler)``,
   served behind the same bearer challenge; :class:`~tests.azure_api.keyvault.SecretVault`

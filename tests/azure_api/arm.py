@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArmTarget",
+    "BlobServices",
     "Deployments",
     "DnsRecordSets",
     "FlexibleServers",
@@ -29,6 +30,8 @@ __all__ = [
     "ResourceGroups",
     "ResourceType",
     "SecurityRules",
+    "StorageAccounts",
+    "Vaults",
     "parse_arm_path",
 ]
 
@@ -472,6 +475,157 @@ class FlexibleServers(ResourceType):
         return view
 
 
+# -- storage accounts ------------------------------------------------------------------------
+
+
+_STORAGE_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+_STORAGE_SKUS = (
+    "Standard_LRS",
+    "Standard_ZRS",
+    "Standard_GRS",
+    "Standard_RAGRS",
+    "Standard_GZRS",
+    "Standard_RAGZRS",
+    "Premium_LRS",
+    "Premium_ZRS",
+)
+_STORAGE_KINDS = ("Storage", "StorageV2", "BlobStorage", "BlockBlobStorage", "FileStorage")
+
+
+class StorageAccounts(ResourceType):
+    """Storage accounts: a SKU and a kind ARM checks; each new account gets its blob service
+    (``blobServices/default``) with the API's defaults: no soft delete, no versioning."""
+
+    type_name = "Microsoft.Storage/storageAccounts"
+
+    def create(
+        self,
+        api: AzureApi,
+        target: ArmTarget,
+        body: dict[str, Any],
+        existing: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        if not _STORAGE_NAME.match(target.name):
+            raise ApiError(
+                400,
+                "AccountNameInvalid",
+                f"{target.name} is not a valid storage account name: 3-24 lowercase letters "
+                "and digits.",
+            )
+        sku = (body.get("sku") or {}).get("name")
+        if sku not in _STORAGE_SKUS:
+            raise ApiError(400, "InvalidValuesForRequestParameters", f"invalid sku {sku!r}")
+        if body.get("kind") not in _STORAGE_KINDS:
+            raise ApiError(400, "InvalidValuesForRequestParameters", "invalid kind")
+        if not body.get("location"):
+            raise ApiError(400, "LocationRequired", "The location property is required.")
+        resource = super().create(api, target, body, existing)
+        resource["sku"] = {"name": sku, "tier": sku.split("_", 1)[0]}
+        resource["properties"]["primaryEndpoints"] = {
+            "blob": f"https://{target.name}.blob.core.windows.net/"
+        }
+        service_id = target.resource_id + "/blobServices/default"
+        if api.store.get(service_id) is None:
+            api.store.put(
+                service_id,
+                {
+                    "id": service_id,
+                    "name": "default",
+                    "type": BlobServices.type_name,
+                    "properties": {"deleteRetentionPolicy": {"enabled": False}},
+                },
+            )
+        return resource
+
+
+def _retention(policy: Any, what: str) -> None:
+    if not isinstance(policy, dict) or not policy.get("enabled"):
+        return
+    days = policy.get("days")
+    if not isinstance(days, int) or not 1 <= days <= 365:
+        raise ApiError(400, "InvalidXmlDocument", f"{what}: days must be 1-365, not {days!r}")
+
+
+class BlobServices(ResourceType):
+    """An account's blob service (only ``default``): a PUT changes the properties it names and
+    keeps the others, as ``set_service_properties`` does; a GET shows the account's SKU."""
+
+    type_name = "Microsoft.Storage/storageAccounts/blobServices"
+    parent_type = "microsoft.storage/storageaccounts"
+
+    def create(
+        self,
+        api: AzureApi,
+        target: ArmTarget,
+        body: dict[str, Any],
+        existing: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        if target.name != "default":
+            raise ApiError(400, "InvalidResourceName", "the blob service is named 'default'")
+        given = dict(body.get("properties") or {})
+        _retention(given.get("deleteRetentionPolicy"), "deleteRetentionPolicy")
+        _retention(given.get("containerDeleteRetentionPolicy"), "containerDeleteRetentionPolicy")
+        properties = {**((existing or {}).get("properties") or {}), **given}
+        return {
+            "id": target.resource_id,
+            "name": "default",
+            "type": self.type_name,
+            "properties": properties,
+        }
+
+    def view(self, api: AzureApi, resource: dict[str, Any]) -> dict[str, Any]:
+        account = api.store.get(resource["id"].rsplit("/", 2)[0])
+        return {**resource, "sku": (account or {}).get("sku")}
+
+
+# -- Key Vault ------------------------------------------------------------------------------
+
+
+class Vaults(ResourceType):
+    """Key vaults: soft delete on and kept 90 days unless the PUT says otherwise (7-90);
+    neither soft delete nor purge protection can be turned off once on. Purge protection
+    that is off is absent from a GET, as Azure shows it."""
+
+    type_name = "Microsoft.KeyVault/vaults"
+
+    def create(
+        self,
+        api: AzureApi,
+        target: ArmTarget,
+        body: dict[str, Any],
+        existing: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        given = dict(body.get("properties") or {})
+        if not given.get("tenantId") or not (given.get("sku") or {}).get("name"):
+            raise ApiError(400, "BadRequest", "tenantId and sku are required")
+        before = (existing or {}).get("properties") or {}
+        if before.get("enablePurgeProtection") and given.get("enablePurgeProtection") is False:
+            raise ApiError(
+                400, "BadRequest", "Purge protection cannot be disabled once it is enabled."
+            )
+        if before.get("enableSoftDelete") and given.get("enableSoftDelete") is False:
+            raise ApiError(400, "BadRequest", "Soft delete cannot be disabled once it is enabled.")
+        properties = {"enableSoftDelete": True, "softDeleteRetentionInDays": 90, **before, **given}
+        days = properties["softDeleteRetentionInDays"]
+        if not isinstance(days, int) or not 7 <= days <= 90:
+            raise ApiError(400, "BadRequest", f"softDeleteRetentionInDays must be 7-90, not {days}")
+        properties["vaultUri"] = f"https://{target.name}.vault.azure.net/"
+        properties["provisioningState"] = "Succeeded"
+        return {
+            "id": target.resource_id,
+            "name": target.name,
+            "type": self.type_name,
+            "location": body.get("location") or (existing or {}).get("location"),
+            "properties": properties,
+        }
+
+    def view(self, api: AzureApi, resource: dict[str, Any]) -> dict[str, Any]:
+        properties = dict(resource["properties"])
+        if not properties.get("enablePurgeProtection"):
+            properties.pop("enablePurgeProtection", None)
+        return {**resource, "properties": properties}
+
+
 def _when(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -484,4 +638,7 @@ DEFAULT_TYPES: dict[str, ResourceType] = {
     "microsoft.network/networksecuritygroups": NetworkSecurityGroups(),
     "microsoft.network/networksecuritygroups/securityrules": SecurityRules(),
     "microsoft.dbforpostgresql/flexibleservers": FlexibleServers(),
+    "microsoft.storage/storageaccounts": StorageAccounts(),
+    "microsoft.storage/storageaccounts/blobservices": BlobServices(),
+    "microsoft.keyvault/vaults": Vaults(),
 }

@@ -35,8 +35,21 @@ class SecretVault:
         self.secrets: dict[str, list[SecretVersion]] = {}
         self._lock = threading.Lock()
 
-    def set(self, name: str, value: str, content_type: str | None = None) -> SecretVersion:
-        version = SecretVersion(uuid.uuid4().hex, value, int(time.time()), content_type)
+    def set(
+        self,
+        name: str,
+        value: str,
+        content_type: str | None = None,
+        version_id: str | None = None,
+        created: int | None = None,
+    ) -> SecretVersion:
+        """A new version (``version_id`` and ``created`` given: one restored as it was)."""
+        version = SecretVersion(
+            version_id or uuid.uuid4().hex,
+            value,
+            int(time.time()) if created is None else created,
+            content_type,
+        )
         with self._lock:
             self.secrets.setdefault(name, []).append(version)
         return version

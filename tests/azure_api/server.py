@@ -2,8 +2,9 @@
 
 The real SDK clients send real requests to it: ARM (resource groups, template deployments and
 what-if, DNS record sets, network security groups and their rules, PostgreSQL flexible
-servers), Key Vault secrets, and the App Service managed-identity token endpoint that
-``DefaultAzureCredential`` finds through ``IDENTITY_ENDPOINT``::
+servers, storage accounts and their blob service, key vaults), Key Vault secrets, and the App
+Service managed-identity token endpoint that ``DefaultAzureCredential`` finds through
+``IDENTITY_ENDPOINT``::
 
     with AzureApi() as api:
         client = DnsManagementClient(api.credential(), SUBSCRIPTION, base_url=api.url,

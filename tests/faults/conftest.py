@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import psutil
 import pytest
+from prefect.client.orchestration import get_client
 
 from dr_runbooks.postgres.connection import ConnInfo
 
@@ -125,6 +127,19 @@ def descendants(process: subprocess.Popen[str]) -> list[psutil.Process]:
         return psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+def registered_runs(state: Path) -> set[str]:
+    """The Prefect runs that runbooks with ``DR_STATE_DIR=state`` recorded as in progress."""
+    directory = state / "runs"
+    return {p.stem for p in directory.glob("*.json")} if directory.is_dir() else set()
+
+
+def run_state(run_id: str) -> str:
+    """What Prefect shows for a flow run now (``RUNNING``, ``CRASHED``…)."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+    return run.state.type.value if run.state else "NONE"
 
 
 def kill_9(process: subprocess.Popen[str]) -> None:

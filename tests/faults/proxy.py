@@ -1,5 +1,7 @@
 """A TCP proxy in front of a real service (Azurite) that a test can cut: every open connection
-dropped and new ones refused until it is restored, as a network outage would."""
+dropped and new ones refused until it is restored, as a network outage would; or hold: every
+request stopped where it is, connections open, until it is released (a client caught in the
+middle of its work, for as long as the test needs)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ class CuttableProxy:
         self.port = int(self.listener.getsockname()[1])
         self.upstream_bytes = 0
         self._down = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -34,7 +38,15 @@ class CuttableProxy:
     def restore(self) -> None:
         self._down.clear()
 
+    def hold(self) -> None:
+        """Stop forwarding requests (what is on its way stays on its way) until released."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
+        self.release()
         self.cut()
         self.listener.close()
 
@@ -61,6 +73,7 @@ class CuttableProxy:
         try:
             while data := source.recv(65536):
                 if upstream:
+                    self._flowing.wait()
                     self.upstream_bytes += len(data)
                 sink.sendall(data)
         except OSError:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from uuid import UUID
 
 import psutil
 import pytest
-from prefect.client.orchestration import get_client
 
 from dr_runbooks.postgres.connection import ConnInfo
 from dr_runbooks.processes import state_dir
@@ -22,6 +20,8 @@ from tests.faults.conftest import (
     descendants,
     indexes_and_constraints,
     kill_9,
+    registered_runs,
+    run_state,
     seed,
     wait_for,
 )
@@ -31,14 +31,7 @@ pytestmark = pytest.mark.slow
 
 
 def _registered_runs() -> set[str]:
-    directory = state_dir() / "runs"
-    return {p.stem for p in directory.glob("*.json")} if directory.is_dir() else set()
-
-
-def _state(run_id: str) -> str:
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(UUID(run_id))
-    return run.state.type.value if run.state else "NONE"
+    return registered_runs(state_dir())
 
 
 def _hidden_partials(root: Path) -> list[Path]:
@@ -80,7 +73,7 @@ def test_kill_9_mid_upload_leaves_the_next_backup_working_and_nothing_behind(
     folders = {p.parent for p in repo.rglob("*") if p.is_file() and ".locks" not in p.parts}
     assert all((folder / MANIFEST).exists() or folder.name == "verifications" for folder in folders)
     assert _hidden_partials(repo) == []
-    assert _state(killed_run) == "CRASHED"
+    assert run_state(killed_run) == "CRASHED"
 
 
 def test_kill_9_mid_restore_kills_pg_restore_and_the_next_restore_cleans_up(
@@ -133,4 +126,4 @@ def test_kill_9_mid_restore_kills_pg_restore_and_the_next_restore_cleans_up(
     assert list(workdir.glob("dr-restore-*")) == []
     assert table_fingerprints(pg_server, database) == expected
     assert indexes_and_constraints(pg_server, database) == shape
-    assert _state(killed_run) == "CRASHED"
+    assert run_state(killed_run) == "CRASHED"

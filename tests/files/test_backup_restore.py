@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -354,3 +355,45 @@ def test_an_encrypted_repository_stores_content_sealed_and_restores_with_the_ide
     monkeypatch.setenv(IDENTITY_FILE_ENV, str(key_file))
     restore_files(account, catalog, plan)
     assert read(service, plan.target) == {n: b for n, b in state.items() if n.startswith("docs/")}
+
+
+class _CountingStore(LocalStore):
+    """A local store that counts the writes of each key, and takes its time over them (so
+    reads finishing together overlap while they store)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts: dict[str, int] = {}
+
+    def put(self, key: str, chunks: Iterable[bytes]) -> int:
+        self.puts[key] = self.puts.get(key, 0) + 1
+        time.sleep(0.05)
+        return super().put(key, chunks)
+
+
+def test_blobs_read_at_once_store_shared_content_once_even_encrypted(
+    account: BlobAccount, source: Callable[[State], str], tmp_path: Path
+) -> None:
+    # Encrypting the same bytes twice gives different objects: two reads storing the same
+    # content at once would leave one object and a manifest describing the other.
+    identity = x25519.Identity.generate()
+    store = _CountingStore(tmp_path / "repo")
+    repository = Repository(store, encrypt_to=[str(identity.to_public())])
+    same = random.Random(5).randbytes(70_000)  # read in two ranges: the reads overlap
+    state = {
+        f"copy-{i:02d}.bin": Blob(same if i % 2 else bytes([i]) * 500, {}, "text/plain")
+        for i in range(40)
+    }
+    container = source(state)
+    catalog = FileCatalog(repository, "files-app")
+
+    manifest = backup_files(account, catalog, [container], parallel=8)
+
+    assert [b.name for b in manifest.containers[container].blobs] == sorted(state)  # listed order
+    assert len(manifest.content) == 21  # 20 distinct small blobs and one shared content
+    stored = sorted(p for p in (tmp_path / "repo" / "files").rglob("*.age"))
+    assert len(stored) == 21
+    assert [key for key, count in store.puts.items() if count > 1] == []  # each written once
+    assert catalog.verify(catalog.find()) == []
+    with pytest.raises(BadInput, match="parallel"):
+        backup_files(account, catalog, [container], parallel=0)

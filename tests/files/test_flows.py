@@ -3,6 +3,7 @@ restoring a prefix to the first backup's state (a dry run first, which changes n
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from dr_runbooks.storage import LocalStore
 from flows.backup_files import backup_files
 from flows.file_storage_failure import file_storage_failure
 from flows.verify_backups import verify_backups
+from tests.azure_api import AzureApi
+from tests.azure_api.management import GROUP, SUBSCRIPTION, seed_account, site_block
 from tests.azurite import Azurite
 from tests.files.conftest import Blob, State, generated_state, read, write
 
@@ -111,3 +114,52 @@ systems:
     catalog = FileCatalog(Repository(LocalStore(tmp_path / "repo")), "app-files")
     records = catalog.verifications(catalog.find())
     assert [r["ok"] for r in records if r["kind"] == "checksums"][-1] is True
+
+
+def test_the_runbooks_read_the_account_through_resource_manager_as_a_saved_site(
+    source: Callable[[State], str], config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = source(generated_state(4))
+    with AzureApi() as api:
+        # The site block signs in as the worker's managed identity (DefaultAzureCredential).
+        for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "MSI_ENDPOINT"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("IDENTITY_ENDPOINT", api.identity_endpoint)
+        monkeypatch.setenv("IDENTITY_HEADER", api.identity_header)
+        site = f"files-arm-{secrets.token_hex(4)}"
+        site_block(api).save(site, overwrite=True)
+        seed_account(api, "dotcopilotfiles", container_days=None)
+        Path(config).write_text(
+            Path(config).read_text()
+            + f"""
+systems:
+  app-files:
+    engine: blob
+    files:
+      connection_string_env: DR_TEST_FILES
+      containers: [{container}]
+      subscription_id: {SUBSCRIPTION}
+      resource_group: {GROUP}
+      account_name: dotcopilotfiles
+      site: {site}
+    repositories: [files]
+"""
+        )
+
+        result = backup_files(
+            system="app-files",
+            account="env:DR_TEST_FILES",
+            repository="files",
+            containers=[container],
+            config_path=config,
+        )
+
+        assert result["policy"]["source"] == "management plane"
+        assert result["policy"]["state"] == "POLICY"
+        # Read whole: Azurite's missing blob versions play no part.
+        with pytest.raises(
+            RestoreVerificationFailed,
+            match=r"app-files/\(files\): policy: container soft delete: off \(plan: on\)$",
+        ):
+            verify_backups(systems=["app-files"], notify=False, config_path=config)
+        assert {c.status for c in api.calls_to("GET", "/storageAccounts/")} == {200}

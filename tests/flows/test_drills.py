@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +23,19 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.settings import PREFECT_API_URL
 
+from dr_runbooks.configversion import config_version
 from dr_runbooks.errors import ConfigError, LockHeld, RestoreVerificationFailed, VerificationFailed
+from dr_runbooks.gitconfig import DEFAULT_REFS, ConfigCatalog, GitRemote, restore_clone
+from dr_runbooks.gitconfig import backup_config as bundle_config
 from dr_runbooks.postgres.connection import ConnInfo
+from dr_runbooks.repository import Repository
 from dr_runbooks.runs import RunLog, RunRecord
 from dr_runbooks.storage import LocalStore
+from flows.backup_config import backup_config
 from flows.backup_postgres import backup_postgres
 from flows.monthly_drill import monthly_drill
 from flows.quarterly_recovery_test import quarterly_recovery_test
+from tasks.recovery_test import config_find_commit
 from tests.pg_helpers import database_names, table_fingerprints
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -307,35 +314,128 @@ def _git_config(shop: Shop, also: dict[str, Any] | None = None) -> str:
     return str(base / "dr.yaml")
 
 
+def _refs(checkout: Path) -> str:
+    return subprocess.run(
+        ["git", "-C", str(checkout), "show-ref", "--head"], capture_output=True, text=True
+    ).stdout
+
+
+def _restore_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("dr-config-restore-*"))
+
+
 def test_the_quarterly_test_restores_everything_from_backups_and_compares_with_last_quarter(
     shop: Shop,
 ) -> None:
     before = shop.fingerprints()
-    # Not a database: left to verify-backups (and refused when named, at the end).
+    # The configuration's own system: restored from its newest bundle, not from the checkout
+    # (and refused when named, at the end: the test restores databases by name).
     settings = {"engine": "git", "git": {"url": str(shop.base / "cfg")}}
     config = _git_config(shop, {"settings": {**settings, "repositories": ["primary"]}})
+    checkout = shop.base / "cfg"
+    head = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    bundled = backup_config(system="settings", config_path=config, retention=False)
+    production, work_dirs = _refs(checkout), _restore_dirs()
 
     first = quarterly_recovery_test(config_path=config, performance_seconds=1)
     second = quarterly_recovery_test(config_path=config, performance_seconds=1)
 
     assert shop.sandbox_databases() == [] and shop.fingerprints() == before
+    assert _refs(checkout) == production and _restore_dirs() == work_dirs
     rows = {r["system"]: r for r in first["restored"]}
     assert (
         rows["shop"]["outcome"] == "ok" and "3200 rows as in the manifest" in rows["shop"]["detail"]
     )
-    assert rows["configuration"]["outcome"] == "ok"
+    assert rows["settings"]["outcome"] == "ok" and rows["settings"]["engine"] == "git"
+    assert rows["settings"]["backup"] == bundled["backup_id"]
+    assert "consistent_point" not in rows["settings"]  # not a database: no part of the RPO
     [measured] = first["performance"]
     assert measured["tps"] > 0 and measured["workload"] == "pgbench --select-only"
     assert measured["previous_tps"] is None
     assert second["performance"][0]["previous_tps"] == measured["tps"]
     records = shop.records("recovery-test")
     assert [r.status for r in records] == ["completed", "completed"]
-    steps = [s.name for s in records[-1].steps]
-    assert "restore the configuration from git" in steps and steps[-1] == "tear down the sandbox"
+    steps = {s.name: s for s in records[-1].steps}
+    restore = steps["restore the configuration of settings from its newest backup"]
+    assert restore.outcome == "ok" and bundled["backup_id"] in restore.detail
+    found = steps["find the run's commit in the restored configuration"]
+    assert found.outcome == "ok" and f"commit {head[:12]} in the backup of settings" in found.detail
+    assert "restore the configuration from git" not in steps
+    assert records[-1].steps[-1].name == "tear down the sandbox"
+    configuration = records[-1].results["configuration"]
+    assert configuration["source"] == "backup" and configuration["found_in"] == "settings"
+    assert configuration["commit"] == head == records[-1].config["commit"]
+    assert 0 < configuration["seconds"] <= records[-1].measurements["rto_seconds"]
     report = (shop.base / "primary" / "runs" / f"{records[-1].id}.report.md").read_text()
     assert "Full recovery test" in report and "previous quarter" in report
+    assert "the configuration too, from its newest backup" in report
+    found_in = f"Commit {head[:12]}, which this run's dr.yaml came from, is in the backup of"
+    assert f"{found_in} settings" in report and "dr.yaml there is the file the run read" in report
+    assert "The configuration took " in report and " RTO." in report
     with pytest.raises(ConfigError, match="'settings' is not a database"):
         quarterly_recovery_test(systems=["settings"], config_path=config, performance_seconds=1)
+
+
+def test_a_damaged_configuration_bundle_fails_the_quarterly_test_saying_why(shop: Shop) -> None:
+    before = shop.fingerprints()
+    settings = {
+        "engine": "git",
+        "git": {"url": str(shop.base / "cfg")},
+        "repositories": ["primary"],
+    }
+    config = _git_config(shop, {"settings": settings})
+    backup_config(system="settings", config_path=config, retention=False)
+    catalog = ConfigCatalog(Repository(LocalStore(shop.base / "primary")), "settings")
+    stored = shop.base / "primary" / catalog.find().manifest.bundle.key  # type: ignore[union-attr]
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+
+    with pytest.raises(RestoreVerificationFailed, match=r"configuration of settings: .*sha256"):
+        quarterly_recovery_test(config_path=config, performance_seconds=1)
+
+    assert shop.sandbox_databases() == [] and shop.fingerprints() == before
+    [record] = shop.records("recovery-test")
+    assert record.status == "failed"
+    steps = {s.name: s for s in record.steps}
+    restore = steps["restore the configuration of settings from its newest backup"]
+    assert restore.outcome == "failed" and "sha256" in restore.detail
+    assert steps["find the run's commit in the restored configuration"].outcome == "failed"
+    assert steps["restore shop/" + shop.database].outcome == "ok"  # the databases still were
+    assert record.steps[-1].name == "tear down the sandbox" and record.steps[-1].outcome == "ok"
+    report = (shop.base / "primary" / "runs" / f"{record.id}.report.md").read_text()
+    assert "FAILED" in report
+    assert "**The configuration was not recovered from its backups**" in report
+    failed = "step 'restore the configuration of settings from its newest backup' failed: "
+    assert failed in report
+    assert restore.detail in report  # the checksum the bundle failed, in the report's own words
+
+
+def test_a_commit_made_after_the_newest_configuration_backup_is_not_found_in_it(
+    tmp_path: Path,
+) -> None:
+    checkout = tmp_path / "cfg"
+    checkout.mkdir()
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@x"]
+    (checkout / "dr.yaml").write_text("systems: {}\n")
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run([*git, "add", "dr.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    catalog = ConfigCatalog(Repository(LocalStore(tmp_path / "backups")), "settings")
+    bundle_config(GitRemote.parse(str(checkout)), catalog, DEFAULT_REFS)
+    clone = tmp_path / "work" / "settings"
+    restore_clone(catalog, catalog.find(), clone)
+
+    found = config_find_commit.fn({"settings": str(clone)}, config_version(checkout / "dr.yaml"))
+    assert found["system"] == "settings" and found["matches_the_run"] and found["files"] == 1
+
+    (checkout / "dr.yaml").write_text("systems: {}\n# changed after the backup\n")
+    subprocess.run([*git, "commit", "-qam", "later"], check=True)
+    later = config_version(checkout / "dr.yaml")
+    with pytest.raises(RestoreVerificationFailed, match=f"commit {later['commit'][:12]}.* none"):
+        config_find_commit.fn({"settings": str(clone)}, later)
 
 
 def test_a_failed_quarterly_test_still_tears_the_sandbox_down(shop: Shop) -> None:
@@ -356,5 +456,10 @@ def test_a_failed_quarterly_test_still_tears_the_sandbox_down(shop: Shop) -> Non
     assert shop.sandbox_databases() == [] and shop.fingerprints() == before
     [record] = shop.records("recovery-test")
     assert record.status == "failed"
+    # No engine: git system: the configuration comes from the checkout, and the report says so
+    # (this dr.yaml is in none, so that fails too).
+    assert record.results["configuration"]["source"] == "checkout"
+    report = (shop.base / "primary" / "runs" / f"{record.id}.report.md").read_text()
+    assert "declares no `engine: git` system" in report and "not from a backup" in report
     assert record.steps[-1].name == "tear down the sandbox" and record.steps[-1].outcome == "ok"
     assert "removed drill_shop_" in record.steps[-1].detail

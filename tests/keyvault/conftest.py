@@ -34,8 +34,9 @@ def _unb64url(text: str) -> bytes:
 
 class BackupActions:
     """The vault's backup and restore actions over :class:`SecretVault`'s secrets. A backup
-    is opaque to its holder (here: the versions as JSON); a restore of a secret the vault
-    holds, or holds deleted, is a 409 as Key Vault answers it."""
+    is opaque to its holder (here: the versions as JSON); a restore makes a replica, the
+    versions' ids included, as Key Vault's does; a restore of a secret the vault holds, or
+    holds deleted, is a 409 as Key Vault answers it."""
 
     def __init__(self, api: AzureApi) -> None:
         self.api = api
@@ -53,8 +54,14 @@ class BackupActions:
                 raise ApiError(409, "ObjectIsDeletedButRecoverable", f"{name} is deleted")
             if vault.latest(name) is not None:
                 raise ApiError(409, "Conflict", f"Secret {name} already exists")
-            for version in blob["versions"]:
-                vault.set(name, version["value"], version.get("content_type"))
+            for version in blob["versions"]:  # a replica: the same versions
+                vault.set(
+                    name,
+                    version["value"],
+                    version.get("content_type"),
+                    version.get("version"),
+                    version.get("created"),
+                )
             latest = vault.latest(name)
             assert latest is not None
             return self._levelled(Response(200, vault._bundle(self.api.url, name, latest)))
@@ -64,7 +71,15 @@ class BackupActions:
                 raise ApiError(404, "SecretNotFound", f"{parts[0]} was not found")
             blob = {
                 "name": parts[0],
-                "versions": [{"value": v.value, "content_type": v.content_type} for v in versions],
+                "versions": [
+                    {
+                        "version": v.version,
+                        "created": v.created,
+                        "value": v.value,
+                        "content_type": v.content_type,
+                    }
+                    for v in versions
+                ],
             }
             return Response(200, {"value": _b64url(json.dumps(blob).encode())})
         return self._levelled(vault.handle(self.api.url, method, parts, body))

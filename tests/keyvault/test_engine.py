@@ -15,9 +15,11 @@ from dr_runbooks.config import Config, KeyVaultConfig
 from dr_runbooks.errors import BadInput, ChecksumMismatch, ConfigError
 from dr_runbooks.keyvault import (
     LIMIT,
+    VaultAudit,
     VaultCatalog,
     audit_vault,
     backup_vault,
+    read_protection,
     restore_vault,
     verify_vault_backup,
 )
@@ -51,6 +53,11 @@ def recovery() -> Iterator[tuple[AzureApi, SecretClient]]:
     with AzureApi() as other:
         BackupActions(other)
         yield other, client_for(other)
+
+
+def levels(client: SecretClient) -> VaultAudit:
+    """The vault's protection as its secrets' recovery levels show it (no Resource Manager)."""
+    return read_protection(KeyVaultConfig(vault_url=client.vault_url), None, lambda _url: client)
 
 
 def _seed(client: SecretClient) -> None:
@@ -136,22 +143,22 @@ def test_status_and_a_damaged_backup(
     tmp_path: Path,
 ) -> None:
     _seed(client)
-    assert vault_status(config(), SYSTEM, repository, audit_vault(client)).state == "MISSING"
+    assert vault_status(config(), SYSTEM, repository, levels(client)).state == "MISSING"
     backup = catalog.find(backup_vault(client, catalog).id)
     assert verify_vault_backup(catalog, backup)["ok"]
-    row = vault_status(config(), SYSTEM, repository, audit_vault(client))
+    row = vault_status(config(), SYSTEM, repository, levels(client))
     assert row.state == "OK" and LIMIT in row.detail and row.verified_backup == backup.id
     later = backup.consistent_point + timedelta(hours=25)
     assert vault_status(config(), SYSTEM, repository, None, "x", later).state == "STALE"
     actions.recovery_level = "Recoverable+Purgeable"
-    row = vault_status(config(), SYSTEM, repository, audit_vault(client))
-    assert row.state == "POLICY" and "purge protection OFF" in row.detail
+    row = vault_status(config(), SYSTEM, repository, levels(client))
+    assert row.state == "POLICY" and "purge protection: off (plan: on)" in row.detail
 
     assert backup.manifest is not None
     stored = tmp_path / "backups" / backup.manifest.secrets["api-key"].key
     stored.write_bytes(stored.read_bytes() + b"x")
     assert not verify_vault_backup(catalog, backup)["ok"]
-    row = vault_status(config(), SYSTEM, repository, audit_vault(client))
+    row = vault_status(config(), SYSTEM, repository, levels(client))
     assert row.state == "FAILED" and "api-key" in row.detail
     del api.vault.secrets["api-key"]
     with pytest.raises(ChecksumMismatch):
@@ -181,7 +188,9 @@ def test_dr_status_row_signs_in_with_the_default_credential(
     (row,) = system_status(loaded, SYSTEM, declared, repository)
 
     assert (row.database, row.state) == ("(secrets)", "OK")
-    assert "soft delete and purge protection on" in row.detail and LIMIT in row.detail
+    assert LIMIT in row.detail and "purge protection" not in row.detail  # read: on
+    # The recovery levels cannot show the retention: never reported as meeting the plan.
+    assert "vault policy not fully verified: soft delete: on, retention not read" in row.detail
     with pytest.raises(ConfigError, match="engine: keyvault"):
         resolve_target(loaded, None, SYSTEM)
 
