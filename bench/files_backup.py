@@ -3,8 +3,10 @@
 Fills a container of a throwaway Azurite with ``--blobs`` blobs (mostly a few KiB, some tens
 of KiB, as an application's uploads are), then times a full backup of it into a fresh local
 repository through the engine (no Prefect), alternating (1) one blob at a time, the baseline,
-and (N) ``--parallel`` at a time, so a drift of the machine hits both alike. Prints each time,
-the medians and the ratio N/1 (lower is better), and checks both backups verify::
+and (N) ``--parallel`` at a time, so a drift of the machine hits both alike, and restores
+each backup into a new container the same way (written, then every blob read back and
+compared). Prints each time, the medians and the ratios N/1 (lower is better), and checks
+every backup verifies::
 
     python bench/files_backup.py                          # 1000 blobs, 3 rounds; ~1 minute
     python bench/files_backup.py --blobs 3000 --parallel 16 --output results.json
@@ -38,7 +40,13 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout
 
 from azure.storage.blob import BlobServiceClient  # noqa: E402
 
-from dr_runbooks.files import BlobAccount, FileCatalog, backup_files  # noqa: E402
+from dr_runbooks.files import (  # noqa: E402
+    BlobAccount,
+    FileCatalog,
+    backup_files,
+    plan_restore,
+    restore_files,
+)
 from dr_runbooks.repository import Repository  # noqa: E402
 from dr_runbooks.storage import LocalStore  # noqa: E402
 from tests.azurite import Azurite  # noqa: E402
@@ -95,6 +103,15 @@ def _backup(account: BlobAccount, root: Path, parallel: int) -> tuple[float, lis
     return elapsed, catalog.verify(catalog.find())
 
 
+def _restore(account: BlobAccount, root: Path, parallel: int, target: str) -> float:
+    """Restore the backup in ``root`` into a new container (written, then read back)."""
+    catalog = FileCatalog(Repository(LocalStore(root)), "bench")
+    plan = plan_restore(account, catalog, catalog.find(), CONTAINER, target=target)
+    begun = time.perf_counter()
+    restore_files(account, catalog, plan, parallel=parallel)
+    return time.perf_counter() - begun
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blobs", type=int, default=1000)
@@ -105,6 +122,7 @@ def main() -> int:
     args = parser.parse_args()
 
     times: dict[str, list[float]] = {"1": [], str(args.parallel): []}
+    restores: dict[str, list[float]] = {"1": [], str(args.parallel): []}
     with Azurite(REPO_ROOT) as azurite, tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
         size = _fill(service, args.blobs)
@@ -124,7 +142,13 @@ def main() -> int:
                     print(f"backup with parallel={parallel} does not verify: {problems[:3]}")
                     return 1
                 times[str(parallel)].append(elapsed)
-                print(f"round {round_ + 1}: parallel={parallel:<3} {elapsed:6.2f} s")
+                target = f"bench-restore-{round_}-{parallel}"
+                restored = _restore(account, root, parallel, target)
+                restores[str(parallel)].append(restored)
+                print(
+                    f"round {round_ + 1}: parallel={parallel:<3} backup {elapsed:6.2f} s, "
+                    f"restore {restored:6.2f} s"
+                )
     base = statistics.median(times["1"])
     fast = statistics.median(times[str(args.parallel)])
     result: dict[str, Any] = {
@@ -133,10 +157,18 @@ def main() -> int:
         "megabytes": round(size / 1e6, 1),
         "median_seconds": {k: round(statistics.median(v), 2) for k, v in times.items()},
         "ratio": round(fast / base, 2),
+        "restore_median_seconds": {k: round(statistics.median(v), 2) for k, v in restores.items()},
     }
+    restore_base = statistics.median(restores["1"])
+    restore_fast = statistics.median(restores[str(args.parallel)])
+    result["restore_ratio"] = round(restore_fast / restore_base, 2)
     print(
-        f"median: one at a time {base:.2f} s, {args.parallel} at a time {fast:.2f} s; "
+        f"backup median: one at a time {base:.2f} s, {args.parallel} at a time {fast:.2f} s; "
         f"ratio {result['ratio']:.2f} ({base / fast:.1f}x faster)"
+    )
+    print(
+        f"restore median: one at a time {restore_base:.2f} s, {args.parallel} at a time "
+        f"{restore_fast:.2f} s; ratio {result['restore_ratio']:.2f}"
     )
     if args.output:
         args.output.write_text(json.dumps(result, indent=2))

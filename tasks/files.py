@@ -244,6 +244,11 @@ def files_restore(
     No retries: in place, a second attempt would keep the first one's half-restored state."""
     catalog = FileCatalog(repository, plan.backup.system)
     result = restore_files(account, catalog, plan, approved=approved)
+    if result.earlier_kept_in:
+        logger().warning(
+            "earlier runs of this restore kept what they overwrote in backup(s) %s",
+            ", ".join(result.earlier_kept_in),
+        )
     logger().info(
         "%d blobs restored into %s and verified%s",
         result.verified,

@@ -95,12 +95,14 @@ def backup_files(
     kind: str = "files",
     attempts: int = DEFAULT_ATTEMPTS,
     parallel: int = DEFAULT_PARALLEL,
+    details: dict[str, Any] | None = None,
     now: Callable[[], datetime] | None = None,
 ) -> FileManifest:
     """Back up ``containers`` of ``account`` into ``catalog``; return the committed manifest.
 
     ``kind`` ``files`` is the scheduled backup, the base of the next one; ``pre-restore`` is
-    what an in-place restore keeps of the blobs it is about to overwrite.
+    what an in-place restore keeps of the blobs it is about to overwrite (``details`` says
+    which restore).
     """
     if not containers:
         raise BadInput(f"no containers to back up for {catalog.system}")
@@ -136,6 +138,7 @@ def backup_files(
                 containers=records,
                 content=content.stored,
                 leftovers_removed=leftovers,
+                details=details or {},
             )
             catalog.commit(prefix, manifest)
         except BaseException:

@@ -19,18 +19,21 @@ state (a single blob's restore touches that blob alone).
 Every blob's content is read from the repository into a local spool and checked against the
 manifest's sha256 before it is uploaded; once all are written, every restored blob is read
 back from the target and compared again (content, metadata, content type), and the target
-is checked to hold nothing else under the prefix.
+is checked to hold nothing else under the prefix. Blobs are written, and read back, eight at
+a time (``parallel``), as the backup reads them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from dr_runbooks.errors import BadInput, ChecksumMismatch, RestoreVerificationFailed
-from dr_runbooks.files.backup import backup_files, spooled
+from dr_runbooks.files.backup import DEFAULT_PARALLEL, backup_files, spooled
 from dr_runbooks.files.catalog import BlobEntry, FileBackup, FileCatalog
 from dr_runbooks.files.source import BlobAccount, SourceBlob
 
@@ -107,6 +110,9 @@ class FileRestoreResult:
     #: The pre-restore backup that keeps what an in-place restore replaced.
     kept_in: str | None
     verified: int
+    #: Pre-restore backups that earlier runs of this restore took (one killed half-way kept
+    #: there what it overwrote), newest first.
+    earlier_kept_in: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -117,6 +123,7 @@ class FileRestoreResult:
             "bytes": self.bytes,
             "removed": len(self.removed),
             "kept_in": self.kept_in,
+            "earlier_kept_in": self.earlier_kept_in,
             "verified": self.verified,
         }
 
@@ -205,29 +212,41 @@ def restore_files(
     plan: FileRestorePlan,
     *,
     approved: bool = False,
+    parallel: int = DEFAULT_PARALLEL,
 ) -> FileRestoreResult:
-    """Carry the plan out and verify the target against the manifest."""
+    """Carry the plan out (``parallel`` blobs at a time) and verify the target against the
+    manifest."""
     if plan.in_place and not approved:
         raise BadInput(f"restoring {plan.scope} in place needs approval")
     identity = catalog.identity_for(plan.backup)  # before anything is touched
     assert plan.backup.manifest is not None
     content = plan.backup.manifest.content
-    kept_in = None
+    unreferenced = [e.name for e in plan.entries if e.sha256 not in content]
+    if unreferenced:
+        raise ChecksumMismatch(
+            f"backup {plan.backup.id} references no content for {', '.join(unreferenced[:3])}"
+        )
+    kept_in, earlier = None, []
     if plan.in_place:
-        kept = backup_files(account, catalog, [plan.container], kind="pre-restore")
+        restoring = {"restoring": plan.backup.id, "into": plan.target, "scope": plan.scope}
+        earlier = [
+            b.id
+            for b in catalog.backups()
+            if b.manifest is not None
+            and b.manifest.kind == "pre-restore"
+            and all(b.manifest.details.get(k) == v for k, v in restoring.items())
+        ]
+        kept = backup_files(
+            account, catalog, [plan.container], kind="pre-restore", details=restoring
+        )
         kept_in = kept.id
     else:
         account.create_container(plan.target)
-    written = 0
     present = set(plan.present)
-    for entry in plan.entries:
-        if entry.name in present:
-            continue
-        stored = content.get(entry.sha256)
-        if stored is None:
-            raise ChecksumMismatch(
-                f"backup {plan.backup.id} references no content for {entry.name}"
-            )
+    todo = [entry for entry in plan.entries if entry.name not in present]
+
+    def write(entry: BlobEntry) -> int:
+        stored = content[entry.sha256]
         copy = spooled(catalog.read_content(stored, identity))
         with copy.file:
             if copy.sha256 != entry.sha256 or copy.size != entry.size:
@@ -245,10 +264,12 @@ def restore_files(
                 content_type=entry.content_type,
                 content_md5=entry.content_md5,
             )
-        written += entry.size
+        return entry.size
+
+    written = sum(_each(write, todo, parallel))
     for name in plan.remove:
         account.delete_blob(plan.target, name)
-    verified = verify_restore(account, plan)
+    verified = verify_restore(account, plan, parallel)
     return FileRestoreResult(
         backup_id=plan.backup.id,
         container=plan.container,
@@ -258,7 +279,25 @@ def restore_files(
         removed=plan.remove,
         kept_in=kept_in,
         verified=verified,
+        earlier_kept_in=earlier,
     )
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _each(call: Callable[[T], R], items: Iterable[T], parallel: int) -> list[R]:
+    """``call`` on every item, ``parallel`` at a time; results in the items' order. The first
+    failure is raised once the calls already running have ended (the others never start)."""
+    with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="dr-files") as pool:
+        futures = [pool.submit(call, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _differences(account: BlobAccount, blob: SourceBlob, entry: BlobEntry) -> list[str]:
@@ -277,7 +316,9 @@ def _differences(account: BlobAccount, blob: SourceBlob, entry: BlobEntry) -> li
     return problems
 
 
-def verify_restore(account: BlobAccount, plan: FileRestorePlan) -> int:
+def verify_restore(
+    account: BlobAccount, plan: FileRestorePlan, parallel: int = DEFAULT_PARALLEL
+) -> int:
     """Read every restored blob back and compare it with the manifest; the target must
     hold nothing else under the restored prefix. Returns the count verified;
     :class:`RestoreVerificationFailed` lists what differs."""
@@ -288,12 +329,11 @@ def verify_restore(account: BlobAccount, plan: FileRestorePlan) -> int:
     wanted = {e.name: e for e in plan.entries}
     for name in sorted(set(listed) - set(wanted)):
         problems.append(f"{name}: in the target, not in backup {plan.backup.id}")
-    for name, entry in sorted(wanted.items()):
-        blob = listed.get(name)
-        if blob is None:
-            problems.append(f"{name}: missing from the target")
-            continue
-        problems += _differences(account, blob, entry)
+    for name in sorted(set(wanted) - set(listed)):
+        problems.append(f"{name}: missing from the target")
+    there = [(listed[name], entry) for name, entry in sorted(wanted.items()) if name in listed]
+    for found in _each(lambda pair: _differences(account, *pair), there, parallel):
+        problems += found
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""

@@ -167,6 +167,7 @@ def test_restore_a_prefix_in_place_keeps_what_it_overwrites(
         n: b for n, b in changes.state.items() if not n.startswith("docs/")
     }
     assert result.removed == added_docs and result.kept_in is not None
+    assert result.earlier_kept_in == []  # the first run of this restore
     # "Latest" is still the scheduled backup; the pre-restore one is found by its id.
     assert catalog.find().id == two.id
     kept = catalog.find(backup_id=result.kept_in)

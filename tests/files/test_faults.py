@@ -232,6 +232,7 @@ def test_a_restore_in_place_killed_mid_way_is_finished_by_the_next_run_and_loses
     # What the dead run overwrote is kept, in the pre-restore backup it made first.
     kept = [b for b in setup.catalog().backups() if b.manifest and b.manifest.kind == "pre-restore"]
     assert len(kept) == 2 and result["kept_in"] == kept[0].id
+    assert result["earlier_kept_in"] == [kept[-1].id]  # the killed run's, named to the operator
     assert kept[-1].manifest is not None
     assert _in_manifest(kept[-1].manifest, setup.container) == _as_backed_up(damaged)
     assert setup.folders_without_manifest() == []
